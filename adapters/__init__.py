@@ -1,0 +1,1 @@
+"""Pure translation between provider dialects: no IO, no clock, no logging."""

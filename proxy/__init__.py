@@ -1,0 +1,1 @@
+"""Sluice: the gateway server and everything with IO or state."""
