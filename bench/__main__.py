@@ -1,0 +1,204 @@
+"""`make bench`: what the gateway costs, side by side with a naive baseline, in the same run.
+
+Targets: direct to the fake upstream, the baseline pass-through, and Sluice; workloads: one chat
+completion and a 20-chunk stream. Exit 0 whether or not a target is met (it reports, it is not a
+test); non-zero only when the harness itself fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench.client import check
+from bench.load import find_wrk
+from bench.phases import Plan, latency_phase, load_phase, plan_rounds, streams_phase
+from bench.procs import LOAD_CORE, PROXY_CORE, pin_self
+from bench.report import Results, render, verdicts, write
+from bench.targets import Target, start_baseline, start_sluice, start_upstream
+from bench.workloads import WORKLOADS
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--duration", type=int, help="measured seconds per target and workload (default 12)"
+    )
+    p.add_argument(
+        "--round",
+        type=int,
+        help="seconds per turn; targets take turns until --duration (default 2)",
+    )
+    p.add_argument("--warmup", type=int, help="seconds of load before each cell (default 2)")
+    p.add_argument("--connections", type=int, default=64, help="load connections (default 64)")
+    p.add_argument(
+        "--latency-requests",
+        type=int,
+        help="sequential requests per target at one connection (default 500)",
+    )
+    p.add_argument("--streams", type=int, default=500, help="concurrent streams (default 500)")
+    p.add_argument(
+        "--stream-chunk-delay",
+        type=float,
+        default=0.15,
+        help="upstream pacing per chunk in the streams check, s (default 0.15)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 2 s cells in 1 s rounds, 100 one-connection requests",
+    )
+    p.add_argument(
+        "--loader",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="wrk, the asyncio client, or wrk when it can be had (default)",
+    )
+    p.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
+    p.add_argument("--no-sluice", action="store_true", help="direct and baseline only")
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=RESULTS_DIR,
+        help="where <timestamp>.json and latest.json go (default bench/results)",
+    )
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.duration = args.duration or (2 if quick else 12)
+    args.round = min(args.round or (1 if quick else 2), args.duration)
+    args.warmup = args.warmup or (1 if quick else 2)
+    args.latency_requests = args.latency_requests or (100 if quick else 500)
+    return args
+
+
+def _loader(args: argparse.Namespace) -> str | None:
+    if args.loader == "python":
+        return None
+    wrk = find_wrk(install=not args.no_install)
+    if wrk is None and args.loader == "wrk":
+        raise RuntimeError("wrk is not installed and could not be installed")
+    return wrk
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def _sanity(targets: list[Target], notes: list[str]) -> None:
+    """One request of each workload per target: a target that answers wrong is not measured."""
+    for target in targets:
+        for workload in WORKLOADS:
+            error, note = uvloop.run(check(target.port, workload))
+            if note:
+                notes.append(f"{target.name}: {note}")
+            if error is None:
+                continue
+            if target.name != "sluice":
+                raise RuntimeError(f"{target.name} answers wrongly: {error}")
+            target.skipped = target.skipped or f"answers wrongly: {error}"
+
+
+def _progress(line: str) -> None:
+    print(f"  {line}", file=sys.stderr, flush=True)
+
+
+def _measure(plan: Plan, args: argparse.Namespace, results: Results) -> None:
+    """Start the targets, run the three phases; every process is stopped on the way out."""
+    with ExitStack() as stack:
+        direct, upstream = start_upstream(stack, plan.tmp)
+        targets = [direct, start_baseline(stack, plan.tmp, direct)]
+        if not args.no_sluice:
+            targets.append(start_sluice(stack, plan.tmp, direct))
+        _sanity([t for t in targets if not t.skipped], results.notes)
+        results.notes += [f"{t.name} skipped: {t.skipped}" for t in targets if t.skipped]
+        live = [t for t in targets if not t.skipped]
+        for workload in WORKLOADS:
+            results.cells += load_phase(plan, live, upstream, workload, _progress)
+        for workload in WORKLOADS:
+            _progress(f"one connection, {workload.name}")
+            rows, notes = latency_phase(plan, live, workload)
+            results.latency, results.notes = results.latency + rows, results.notes + notes
+    _progress(f"{args.streams} concurrent streams")
+    rows, notes = streams_phase(plan, with_sluice=any(t.name == "sluice" for t in live))
+    results.streams, results.notes = rows, results.notes + notes
+
+
+def _run(args: argparse.Namespace) -> Results:
+    wrk = _loader(args)
+    pinned = bool(pin_self(LOAD_CORE))
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+        plan = Plan(
+            args.duration,
+            args.round,
+            args.warmup,
+            args.connections,
+            args.latency_requests,
+            args.streams,
+            args.stream_chunk_delay,
+            wrk,
+            Path(tmp),
+        )
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        settings |= {
+            "rounds": plan_rounds(plan),
+            "loader": "wrk" if wrk else "python",
+            "load_core": LOAD_CORE,
+            "proxy_core": PROXY_CORE,
+            "pinned": pinned,
+        }
+        results = Results(settings=settings, machine=_machine())
+        if not pinned:
+            results.notes.append("fewer than 2 cores: nothing pinned, figures mix load and proxy")
+        _measure(plan, args, results)
+    results.machine["loadavg_end"] = os.getloadavg()
+    results.notes += [
+        f"{c.target} {c.workload}: {c.errors} errors in {c.requests} requests under load "
+        "(non-2xx answers count as requests, so CPU per request is suspect)"
+        for c in results.cells
+        if c.errors > 0.01 * max(c.requests, 1)
+    ]
+    results.verdicts = verdicts(results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        results = _run(args)
+    except (RuntimeError, OSError, subprocess.SubprocessError, TimeoutError) as e:
+        print(f"bench: the harness failed: {e}", file=sys.stderr)
+        return 1
+    print(render(results))
+    path = write(results, args.results_dir)
+    print(f"\nwritten: {path} and {path.with_name('latest.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

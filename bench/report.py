@@ -1,0 +1,347 @@
+"""What a run found: the result rows, the verdicts against the targets, the table and the JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["Cell", "Latency", "Results", "Streams", "Verdict", "render", "verdicts", "write"]
+
+# Issue 3's targets, as ratios against the naive baseline measured in the same run.
+CPU_NON_STREAM_MAX = 0.7
+CPU_STREAM_MAX = 0.9
+RSS_500_STREAMS_MAX_MB = 80.0
+
+
+@dataclass
+class Cell:
+    """One target under one workload at many connections."""
+
+    target: str
+    workload: str
+    tool: str
+    rounds: int  # measured in this many turns, taking turns with the other targets
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float  # median over the rounds
+    p99_ms: float  # median over the rounds
+    errors: int
+    proxy_cpu_us_per_req: float | None  # None when going direct: there is no proxy
+    proxy_cpu_us_rounds: list[float]  # per round: the spread shows the machine's noise
+    proxy_core_pct: float | None  # how busy the proxy's core was; ~100 means it was the limit
+    upstream_cpu_us_per_req: float
+    peak_rss_mb: float | None
+
+
+@dataclass
+class Latency:
+    """Sequential requests at one connection."""
+
+    target: str
+    workload: str
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    ttfb_p50_ms: float  # time to first body byte: TTFT for streams
+    added_p50_ms: float | None = None  # over going direct
+    added_ttfb_p50_ms: float | None = None
+
+
+@dataclass
+class Streams:
+    """N streams held open at once through a fresh proxy process."""
+
+    target: str
+    requested: int
+    completed: int
+    errors: int
+    peak_open: int
+    peak_at_s: float  # when that peak was reached: the ramp of new streams through the proxy
+    seconds: float
+    idle_rss_mb: float
+    peak_rss_mb: float
+    first_error: str = ""
+
+
+@dataclass
+class Verdict:
+    metric: str
+    baseline: float | None
+    sluice: float | None
+    ratio: float | None
+    target: str
+    met: bool | None  # None: could not be measured
+    # Sluice over baseline in each round, both measured back to back: the spread is the noise.
+    ratio_rounds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Results:
+    settings: dict[str, Any]
+    machine: dict[str, Any]
+    timestamp: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%S"))
+    notes: list[str] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)
+    latency: list[Latency] = field(default_factory=list)
+    streams: list[Streams] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+
+def _find(rows: list[Any], **match: str) -> Any | None:
+    for row in rows:
+        if all(getattr(row, k) == v for k, v in match.items()):
+            return row
+    return None
+
+
+def _cpu_verdict(metric: str, base: Cell | None, ours: Cell | None, limit: float) -> Verdict:
+    b = base.proxy_cpu_us_per_req if base else None
+    o = ours.proxy_cpu_us_per_req if ours else None
+    if base is None or ours is None or b is None or o is None or b <= 0:
+        return Verdict(metric, b, o, None, f"<= {limit:g}x baseline (us)", None)
+    pairs = zip(base.proxy_cpu_us_rounds, ours.proxy_cpu_us_rounds, strict=False)
+    per_round = [round(y / x, 3) for x, y in pairs if x > 0]
+    ratio = round(o / b, 3)
+    return Verdict(metric, b, o, ratio, f"<= {limit:g}x baseline (us)", ratio <= limit, per_round)
+
+
+def _added_verdict(metric: str, workload: str, attr: str, latency: list[Latency]) -> Verdict:
+    base = _find(latency, target="baseline", workload=workload)
+    ours = _find(latency, target="sluice", workload=workload)
+    b = getattr(base, attr) if base else None
+    s = getattr(ours, attr) if ours else None
+    if b is None or s is None:
+        return Verdict(metric, b, s, None, "<= baseline's (ms)", None)
+    ratio = round(s / b, 3) if b > 0 else None
+    return Verdict(metric, b, s, ratio, "<= baseline's (ms)", s <= b)
+
+
+def verdicts(results: Results) -> list[Verdict]:
+    out = []
+    for workload, limit in (("non-stream", CPU_NON_STREAM_MAX), ("stream-20", CPU_STREAM_MAX)):
+        base = _find(results.cells, target="baseline", workload=workload)
+        ours = _find(results.cells, target="sluice", workload=workload)
+        out.append(_cpu_verdict(f"CPU/request {workload}", base, ours, limit))
+    out.append(
+        _added_verdict(
+            "added p50 @1 conn non-stream", "non-stream", "added_p50_ms", results.latency
+        )
+    )
+    out.append(
+        _added_verdict("added p50 @1 conn stream-20", "stream-20", "added_p50_ms", results.latency)
+    )
+    out.append(
+        _added_verdict(
+            "added TTFT p50 @1 conn stream", "stream-20", "added_ttfb_p50_ms", results.latency
+        )
+    )
+    base_s = _find(results.streams, target="baseline")
+    ours_s = _find(results.streams, target="sluice")
+    n = results.settings.get("streams", 500)
+    b_rss = base_s.peak_rss_mb if base_s else None
+    s_rss = ours_s.peak_rss_mb if ours_s else None
+    held = ours_s is not None and ours_s.peak_open >= n and ours_s.errors == 0
+    out.append(
+        Verdict(
+            f"peak RSS @{n} streams",
+            b_rss,
+            s_rss,
+            round(s_rss / b_rss, 3) if (s_rss and b_rss) else None,
+            f"<= {RSS_500_STREAMS_MAX_MB:g} MB, all {n} open",
+            None if s_rss is None else (s_rss <= RSS_500_STREAMS_MAX_MB and held),
+        )
+    )
+    return out
+
+
+def _fmt(value: float | int | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:,.{digits}f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    lines = [
+        "  ".join(
+            h.rjust(w) if i > 1 else h.ljust(w)
+            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
+        )
+    ]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i > 1 else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):,.0f}-{max(values):,.0f}" if values else "-"
+
+
+def _cells_table(cells: list[Cell]) -> str:
+    headers = [
+        "workload",
+        "target",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "proxy CPU us/req",
+        "per round",
+        "proxy core %",
+        "upstream us/req",
+        "peak RSS MB",
+    ]
+    rows = [
+        [
+            c.workload,
+            c.target,
+            _fmt(c.rps, 0),
+            _fmt(c.p50_ms, 2),
+            _fmt(c.p99_ms, 2),
+            _fmt(c.errors),
+            _fmt(c.proxy_cpu_us_per_req, 0),
+            _spread(c.proxy_cpu_us_rounds),
+            _fmt(c.proxy_core_pct, 0),
+            _fmt(c.upstream_cpu_us_per_req, 0),
+            _fmt(c.peak_rss_mb),
+        ]
+        for c in cells
+    ]
+    return _table(headers, rows)
+
+
+def _latency_table(latency: list[Latency]) -> str:
+    headers = [
+        "workload",
+        "target",
+        "requests",
+        "p50 ms",
+        "p99 ms",
+        "added p50 ms",
+        "TTFB p50 ms",
+        "added TTFB ms",
+    ]
+    rows = [
+        [
+            r.workload,
+            r.target,
+            _fmt(r.requests),
+            _fmt(r.p50_ms, 3),
+            _fmt(r.p99_ms, 3),
+            _fmt(r.added_p50_ms, 3),
+            _fmt(r.ttfb_p50_ms, 3),
+            _fmt(r.added_ttfb_p50_ms, 3),
+        ]
+        for r in latency
+    ]
+    return _table(headers, rows)
+
+
+def _streams_table(streams: list[Streams]) -> str:
+    headers = [
+        "target",
+        "",
+        "requested",
+        "peak open",
+        "completed",
+        "errors",
+        "peak at s",
+        "seconds",
+        "idle RSS MB",
+        "peak RSS MB",
+    ]
+    rows = [
+        [
+            s.target,
+            "",
+            _fmt(s.requested),
+            _fmt(s.peak_open),
+            _fmt(s.completed),
+            _fmt(s.errors),
+            _fmt(s.peak_at_s, 2),
+            _fmt(s.seconds),
+            _fmt(s.idle_rss_mb),
+            _fmt(s.peak_rss_mb),
+        ]
+        for s in streams
+    ]
+    return _table(headers, rows)
+
+
+def _verdicts_table(rows_in: list[Verdict]) -> str:
+    headers = ["metric", "target", "baseline", "sluice", "ratio", "per round", "verdict"]
+    word = {True: "MET", False: "MISSED", None: "n/a"}
+    rows = [
+        [
+            v.metric,
+            v.target,
+            _fmt(v.baseline, 3 if "p50" in v.metric or "TTFT" in v.metric else 1),
+            _fmt(v.sluice, 3 if "p50" in v.metric or "TTFT" in v.metric else 1),
+            "-" if v.ratio is None else f"{v.ratio:.2f}x",
+            f"{min(v.ratio_rounds):.2f}-{max(v.ratio_rounds):.2f}x" if v.ratio_rounds else "-",
+            word[v.met],
+        ]
+        for v in rows_in
+    ]
+    return _table(headers, rows)
+
+
+def _loadavg(machine: dict[str, Any], key: str) -> str:
+    values = machine.get(key)
+    return "/".join(f"{v:.1f}" for v in values) if values else "-"
+
+
+def render(results: Results) -> str:
+    s = results.settings
+    parts = [
+        f"Sluice bench {results.timestamp}: {s['connections']} connections; per target and "
+        f"workload {s['rounds']} rounds of {s['round']} s taking turns, after {s['warmup']} s "
+        f"warm-up; loader {s['loader']}; "
+        f"proxy on core {s['proxy_core']}, upstream and load on core {s['load_core']}",
+        f"machine load average {_loadavg(results.machine, 'loadavg_start')} at start, "
+        f"{_loadavg(results.machine, 'loadavg_end')} at end (other work on the machine "
+        "is noise; the ratios, measured in turns, are what hold)",
+        "",
+        "Throughput and CPU (many connections; p50/p99: median over rounds)",
+        _cells_table(results.cells),
+        "",
+        f"Latency at one connection ({s['latency_requests']} sequential requests per target, "
+        "interleaved; added = over direct)",
+        _latency_table(results.latency),
+        "",
+        f"{s['streams']} concurrent streams (fresh proxy processes, upstream paced "
+        f"{s['stream_chunk_delay']} s per chunk)",
+        _streams_table(results.streams),
+        "",
+        "Targets (Sluice against the baseline, same run)",
+        _verdicts_table(results.verdicts),
+    ]
+    if results.notes:
+        parts += ["", "Notes:", *(f"- {n}" for n in results.notes)]
+    return "\n".join(parts)
+
+
+def write(results: Results, directory: Path) -> Path:
+    """`<timestamp>.json` and `latest.json` under `directory`; returns the former."""
+    directory.mkdir(parents=True, exist_ok=True)
+    data = orjson.dumps(dataclasses.asdict(results), option=orjson.OPT_INDENT_2)
+    path = directory / f"{results.timestamp}.json"
+    path.write_bytes(data)
+    (directory / "latest.json").write_bytes(data)
+    return path

@@ -1,0 +1,109 @@
+"""The servers a run starts: the fake upstream and the two proxies under test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import LOAD_CORE, PROXY_CORE, Proc, free_port, spawn, wait_http
+from bench.workloads import MODEL
+
+__all__ = ["Target", "start_baseline", "start_sluice", "start_upstream"]
+
+_READY_S = 10.0  # the gateway must answer within this, or its column is skipped
+_UPSTREAM_KEY_ENV = "BENCH_UP_KEY"
+
+
+@dataclass
+class Target:
+    """Where the load goes: `proc` is the proxy under test, None when going direct to upstream."""
+
+    name: str
+    port: int
+    proc: Proc | None = None
+    skipped: str = ""
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, _UPSTREAM_KEY_ENV: "sk-bench-upstream", "PYTHONUNBUFFERED": "1"}
+
+
+def start_upstream(
+    stack: ExitStack, log_dir: Path, name: str = "upstream", chunk_delay: float = 0.0
+) -> tuple[Target, Proc]:
+    """The fake upstream, as the `direct` target and as the process whose CPU is also read."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.upstream",
+        "--port",
+        str(port),
+        "--chunk-delay",
+        str(chunk_delay),
+    ]
+    proc = spawn(name, argv, LOAD_CORE, log_dir, _env())
+    stack.callback(proc.stop)
+    if (why := wait_http(proc, port, _READY_S)) is not None:
+        raise RuntimeError(f"fake upstream not ready: {why}\n{proc.log_tail()}")
+    return Target("direct", port, None), proc
+
+
+def start_baseline(
+    stack: ExitStack, log_dir: Path, upstream: Target, name: str = "baseline"
+) -> Target:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.baseline_proxy",
+        "--port",
+        str(port),
+        "--upstream",
+        f"http://127.0.0.1:{upstream.port}",
+    ]
+    proc = spawn(name, argv, PROXY_CORE, log_dir, _env())
+    stack.callback(proc.stop)
+    if (why := wait_http(proc, port, _READY_S)) is not None:
+        raise RuntimeError(f"baseline proxy not ready: {why}\n{proc.log_tail()}")
+    return Target("baseline", port, proc)
+
+
+def _sluice_config(path: Path, port: int, upstream: Target) -> None:
+    base_url = f"http://127.0.0.1:{upstream.port}/v1"
+    path.write_text(
+        f"""server: {{host: 127.0.0.1, port: {port}}}
+providers:
+  up: {{kind: openai, base_url: "{base_url}", api_key: env:{_UPSTREAM_KEY_ENV}}}
+models:
+  {MODEL}:
+    targets:
+      - {{provider: up, model: {MODEL}}}
+"""
+    )
+
+
+def _sluice_argv(config: Path, port: int) -> list[str]:
+    script = Path(sys.executable).with_name("sluice")
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "proxy"]
+    return [*head, "serve", "--config", str(config), "--port", str(port)]
+
+
+def start_sluice(stack: ExitStack, log_dir: Path, upstream: Target, name: str = "sluice") -> Target:
+    """The gateway, or a Target with `skipped` saying why it could not be measured."""
+    port = free_port()
+    config = log_dir / f"{name}.yaml"
+    _sluice_config(config, port, upstream)
+    try:
+        proc = spawn(name, _sluice_argv(config, port), PROXY_CORE, log_dir, _env())
+    except OSError as e:
+        return Target("sluice", port, None, skipped=f"cannot start the gateway: {e}")
+    stack.callback(proc.stop)
+    if (why := wait_http(proc, port, _READY_S)) is not None:
+        proc.stop()
+        tail = proc.log_tail(8).replace("\n", "\n    ")
+        return Target("sluice", port, None, skipped=f"{why}; its log ends:\n    {tail}")
+    return Target("sluice", port, proc)

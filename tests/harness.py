@@ -1,0 +1,106 @@
+"""Process and loop helpers shared by the e2e tests: a background event loop for the fakes and
+the real gateway as a subprocess, stopped by its PID."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Every environment variable that would switch a real provider on in the embedded default;
+# the tests must never reach one.
+PROVIDER_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY",
+                "DEEPSEEK_API_KEY", "GROQ_API_KEY", "DASHSCOPE_API_KEY", "SLUICE_CONFIG",
+                "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY")
+READY_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+
+
+class ThreadLoop:
+    """An event loop on its own thread, so fakes keep serving while a sync SDK call blocks."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(STOP_TIMEOUT)
+        self.loop.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (connection refused)."""
+    return free_port()
+
+
+class Gateway:
+    """`sluice serve` as a user runs it, on a free loopback port."""
+
+    def __init__(self, workdir: Path, config: str | None = None,
+                 env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"gateway-{self.port}.log"
+        self.env = {k: v for k, v in os.environ.items() if k not in PROVIDER_ENV}
+        self.env.update(env or {})
+        self.cmd = [sys.executable, "-m", "proxy", "serve", "--port", str(self.port), *args]
+        if config is not None:
+            path = workdir / f"config-{self.port}.yaml"
+            path.write_text(config)
+            self.cmd += ["--config", str(path)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Gateway:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         env=self.env, cwd=Path(__file__).parent.parent)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"gateway not ready in {READY_TIMEOUT}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        return self.proc.returncode
