@@ -175,7 +175,10 @@ def decode_envelope(body: bytes) -> Envelope:
 
 
 def decode_usage(data: bytes) -> tuple[Usage | None, bool]:
-    """(usage, has_choices) of a response body or one stream chunk's JSON; (None, True) if unreadable."""
+    """(usage, has_choices) of a response body or one stream chunk's JSON.
+
+    (None, True) when unreadable, so nothing is ever cut on a guess.
+    """
     try:
         carrier = _USAGE.decode(data)
     except msgspec.MsgspecError:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
 
-import dataclasses
 import uvloop
 
 from proxy.config import ConfigError, Settings, default_settings, load_settings

@@ -62,7 +62,7 @@ class ConfigError(Exception):
 # --- the file's schema ----------------------------------------------------------------------
 
 
-class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
@@ -96,7 +96,7 @@ class ProviderSection(_Section):
     api_key: str | None = None
     api_keys: list[str] | None = None
     headers: dict[str, str] = {}
-    timeouts: TimeoutsSection = TimeoutsSection()
+    timeouts: TimeoutsSection = msgspec.field(default_factory=TimeoutsSection)
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 512
 
 
@@ -112,8 +112,8 @@ class ModelSection(_Section):
 
 
 class ConfigFile(_Section):
-    server: ServerSection = ServerSection()
-    admin: AdminSection = AdminSection()
+    server: ServerSection = msgspec.field(default_factory=ServerSection)
+    admin: AdminSection = msgspec.field(default_factory=AdminSection)
     keys: list[KeySection] = []
     providers: dict[str, ProviderSection] = {}
     models: dict[str, ModelSection] = {}
@@ -215,7 +215,9 @@ def parse_size(value: Size) -> int:
 
 
 def _msgspec_problem(prefix: str, err: msgspec.ValidationError) -> str:
-    """'Object contains unknown field `rpmm` - at `$.x`' -> 'providers.openai.x.rpmm: unknown field'."""
+    """msgspec's message with our path: 'Object contains unknown field `rpmm` - at `$.x`'
+    under prefix 'providers.openai' becomes 'providers.openai.x.rpmm: unknown field'.
+    """
     text = str(err)
     where = ""
     if " - at `$" in text:
@@ -295,7 +297,8 @@ class _Resolver:
         spec = REGISTRY.get(sec.kind)
         if spec is None:
             kinds = ", ".join(sorted(k for k, s in REGISTRY.items() if not s.builtin))
-            self.problems.append(f"{path}.kind: unknown provider kind {sec.kind!r} (one of {kinds})")
+            self.problems.append(
+                f"{path}.kind: unknown provider kind {sec.kind!r} (one of {kinds})")
             return None
         base_url = (sec.base_url or spec.base_url).rstrip("/")
         if not base_url:

@@ -12,8 +12,7 @@ import time
 from multidict import CIMultiDictProxy
 
 from adapters.openai import Envelope, Usage, parse_error
-from proxy.auth import GatewayKey
-from proxy.config import ModelRoute
+from proxy.config import GatewayKey, ModelRoute
 from proxy.errors import (
     GatewayBusy,
     SluiceError,

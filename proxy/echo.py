@@ -161,7 +161,10 @@ def _chat(req: dict[str, Any]) -> EchoResponse:
 
 def _completion(req: dict[str, Any]) -> EchoResponse:
     prompt = req.get("prompt")
-    text = prompt if isinstance(prompt, str) else " ".join(p for p in prompt or [] if isinstance(p, str))
+    if isinstance(prompt, str):
+        text = prompt
+    else:
+        text = " ".join(p for p in prompt or [] if isinstance(p, str))
     words, finish = _answer(text, _limit(req))
     usage = _usage(_words(text), len(words))
     base = {"id": f"cmpl-echo{time.time_ns():x}", "object": "text_completion",

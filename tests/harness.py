@@ -82,10 +82,10 @@ class Gateway:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                    f"{self.url}/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return self
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"gateway not ready in {READY_TIMEOUT}s:\n{self.log()}")
