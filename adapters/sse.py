@@ -90,7 +90,8 @@ class SSEDecoder:
     Bound: the raw bytes of one event (its lines without terminators, comments included, up to
     the blank line that ends it), and so also one unterminated line, may not exceed
     `max_event_bytes`; past it `EventTooLarge` is raised. The same input raises the same way
-    whether it arrives whole or split into any chunks.
+    whether it arrives whole or split into any chunks. After an `SSEError` the stream is
+    broken: drop the decoder (events completed earlier in the same chunk are not returned).
     """
 
     __slots__ = (
@@ -360,4 +361,6 @@ def event_data(event: bytes) -> bytes:
         if line.startswith(b"data:"):
             value = line[5:]
             lines.append(value[1:] if value.startswith(b" ") else value)
+        elif line == b"data":  # a field name alone is the field with an empty value
+            lines.append(b"")
     return b"\n".join(lines)

@@ -28,7 +28,12 @@ __all__ = ["UsageTap", "pipe_sse"]
 # Cheap pre-filter: OpenAI-compatible providers put `"usage":null` on ordinary chunks when usage
 # was requested and a usage object only on the last one; only chunks holding an object are
 # decoded. (Both spacings occur: OpenAI writes compact JSON, some servers add a space.)
-_USAGE_MARKS = (b'"usage":{', b'"usage": {')
+_USAGE_MARK = b'"usage":{'
+_USAGE_MARK_SPACED = b'"usage": {'
+
+
+def _has_usage(data: bytes) -> bool:
+    return _USAGE_MARK in data or _USAGE_MARK_SPACED in data
 
 
 class UsageTap:
@@ -52,7 +57,7 @@ class UsageTap:
             chunk = chunk[:end]
         else:
             self._pending = b""
-        if not any(mark in chunk for mark in _USAGE_MARKS):
+        if not (_USAGE_MARK in chunk or _USAGE_MARK_SPACED in chunk):
             return chunk
         return self._inspect(chunk)
 
@@ -63,7 +68,7 @@ class UsageTap:
             end = first_event_end(whole, start)
             event = whole[start:end]
             start = end
-            if any(mark in event for mark in _USAGE_MARKS):
+            if _has_usage(event):
                 usage, has_choices = decode_usage(event_data(event))
                 if usage is not None:
                     self._ex.usage = usage

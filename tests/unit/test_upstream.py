@@ -726,6 +726,8 @@ def test_base_url_parsing() -> None:
     for bad in ("ftp://x", "http://user:pw@x/", "http://x/?key=1", "/relative"):
         with pytest.raises(ValueError, match="base_url"):
             UpstreamPool(bad)
+    with pytest.raises(ValueError, match="positive"):
+        UpstreamPool("http://x", timeouts=Timeouts(read=0))
 
 
 # --- the same scenarios on uvloop ---------------------------------------------------------------
