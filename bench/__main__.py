@@ -55,8 +55,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--stream-chunk-delay",
         type=float,
-        default=0.15,
-        help="upstream pacing per chunk in the streams check, s (default 0.15)",
+        default=0.25,
+        help="upstream pacing per chunk in the streams check, s (default 0.25)",
     )
     p.add_argument(
         "--quick",

@@ -60,6 +60,8 @@ async def _serve(host: str, port: int, upstream: str) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
+        # backlog: aiohttp's default of 128 overflows when 500 streams open at once, and the
+        # streams check is about memory, not about SYN resends.
         await web.TCPSite(runner, host, port, backlog=1024).start()
         await asyncio.Event().wait()
     finally:

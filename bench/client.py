@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
 import httptools
@@ -171,6 +171,7 @@ class StreamsResult:
     open_now: int = 0
     peak_open: int = 0  # streams that had their first byte and had not yet ended, at most
     peak_at: float = 0.0  # seconds from the start until that peak was first reached
+    ttfbs: list[float] = field(default_factory=list)  # per completed stream, seconds
     seconds: float = 0.0
     first_error: str = ""
 
@@ -202,6 +203,7 @@ async def hold_streams(
                 conn = await connect(port, on_first_byte=opened)
                 sending = asyncio.ensure_future(conn.send(raw))
             answer = await sending
+            result.ttfbs.append(answer.ttfb)
             result.completed += answer.status == 200
             result.errors += answer.status != 200
         except (OSError, TimeoutError, httptools.HttpParserError) as e:

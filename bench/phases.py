@@ -12,7 +12,7 @@ import uvloop
 
 from bench.client import hold_streams, latency_1conn
 from bench.load import LoadResult, run_python_load, run_wrk
-from bench.procs import Proc, cpu_seconds, peak_rss_mb, rss_mb
+from bench.procs import Proc, cpu_seconds, listen_overflows, peak_rss_mb, rss_mb
 from bench.report import Cell, Latency, Streams
 from bench.targets import Target, start_baseline, start_sluice, start_upstream
 from bench.workloads import STREAM, Workload
@@ -179,6 +179,8 @@ def latency_phase(
 def _hold(plan: Plan, target: Target) -> Streams:
     assert target.proc is not None
     idle = rss_mb(target.proc.pid)
+    cpu_before = cpu_seconds(target.proc.pid)
+    overflows_before = listen_overflows()
     held = uvloop.run(
         hold_streams(target.port, STREAM, plan.streams, _STREAMS_CONNECT_PARALLEL, _STREAMS_LIMIT_S)
     )
@@ -189,7 +191,11 @@ def _hold(plan: Plan, target: Target) -> Streams:
         errors=held.errors,
         peak_open=held.peak_open,
         peak_at_s=round(held.peak_at, 2),
+        ttfb_p50_ms=round(_p(held.ttfbs, 50), 1),
+        ttfb_max_ms=round(max(held.ttfbs, default=0.0) * 1e3, 1),
         seconds=round(held.seconds, 2),
+        cpu_s=round(cpu_seconds(target.proc.pid) - cpu_before, 2),
+        listen_overflows=listen_overflows() - overflows_before,
         idle_rss_mb=round(idle, 1),
         peak_rss_mb=round(peak_rss_mb(target.proc.pid), 1),
         first_error=held.first_error,
@@ -217,5 +223,11 @@ def streams_phase(plan: Plan, with_sluice: bool) -> tuple[list[Streams], list[st
             notes.append(
                 f"{row.target}: {row.peak_open} of {row.requested} streams open at once, "
                 f"{row.errors} errors {row.first_error}".rstrip()
+            )
+        if row.listen_overflows:
+            notes.append(
+                f"{row.target}: {row.listen_overflows} connections dropped for a full accept "
+                "queue while its streams opened (a system-wide count; many mean a listen backlog "
+                "too small); each waits for a SYN resend, 1 s then 2 s, seen in 'peak at s'"
             )
     return rows, notes

@@ -15,6 +15,7 @@ __all__ = [
     "Proc",
     "cpu_seconds",
     "free_port",
+    "listen_overflows",
     "peak_rss_mb",
     "pin_self",
     "rss_mb",
@@ -163,3 +164,14 @@ def peak_rss_mb(pid: int) -> float:
 
 def rss_mb(pid: int) -> float:
     return _status_kb(pid, "VmRSS") / 1024
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (system-wide):
+    a server whose accept backlog is too small shows here, and its callers wait on SYN resends."""
+    with contextlib.suppress(OSError, ValueError):
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+        for keys, values in zip(lines[::2], lines[1::2], strict=False):
+            if keys.startswith("TcpExt:"):
+                return int(dict(zip(keys.split(), values.split(), strict=True))["ListenOverflows"])
+    return 0

@@ -63,7 +63,13 @@ class Streams:
     errors: int
     peak_open: int
     peak_at_s: float  # when that peak was reached: the ramp of new streams through the proxy
+    ttfb_p50_ms: float  # time to first byte of the streams, opened all at once
+    ttfb_max_ms: float
     seconds: float
+    cpu_s: float  # the proxy's CPU over the whole check
+    # Connections the kernel dropped for a full accept queue meanwhile (system-wide count):
+    # each costs its caller a SYN resend, 1 s and then 2 s later.
+    listen_overflows: int
     idle_rss_mb: float
     peak_rss_mb: float
     first_error: str = ""
@@ -262,7 +268,11 @@ def _streams_table(streams: list[Streams]) -> str:
         "completed",
         "errors",
         "peak at s",
+        "TTFB p50 ms",
+        "TTFB max ms",
         "seconds",
+        "proxy CPU s",
+        "listen overflows",
         "idle RSS MB",
         "peak RSS MB",
     ]
@@ -275,7 +285,11 @@ def _streams_table(streams: list[Streams]) -> str:
             _fmt(s.completed),
             _fmt(s.errors),
             _fmt(s.peak_at_s, 2),
+            _fmt(s.ttfb_p50_ms),
+            _fmt(s.ttfb_max_ms),
             _fmt(s.seconds),
+            _fmt(s.cpu_s, 2),
+            _fmt(s.listen_overflows),
             _fmt(s.idle_rss_mb),
             _fmt(s.peak_rss_mb),
         ]

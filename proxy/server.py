@@ -25,6 +25,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # A caller-chosen request id is kept for tracing only if it is short and plain.
 _MAX_REQUEST_ID = 128
+# aiohttp listens with a backlog of 128; a burst of clients opening streams at once (measured:
+# 500) overflowed it, and each dropped SYN costs its client a 1-3 s retransmit.
+_LISTEN_BACKLOG = 1024
 
 
 def _request_id(request: web.Request) -> str:
@@ -123,7 +126,8 @@ async def serve(settings: Settings, ready: Callable[[], None] | None = None) -> 
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True,
+                           backlog=_LISTEN_BACKLOG)
         await site.start()
         event("listening", host=settings.host, port=settings.port, config=settings.source,
               providers=sorted(settings.providers), models=[m.name for m in settings.models])

@@ -245,7 +245,7 @@ class _Conn(asyncio.Protocol):
         now = self._loop.time()
         self._state = _WAIT_HEAD
         self._head_only = head_only
-        self._rx = self._stale = False
+        self._rx = self._stale = self._keep_alive = False
         self._headers = []
         self._head_bytes = 0
         self._last_rx = now
@@ -339,7 +339,7 @@ class _Conn(asyncio.Protocol):
                 deadline = now + read  # we are not reading, or still sending: not a silence
             else:
                 deadline = self._last_rx + read
-                if False:
+                if now >= deadline - _TIMER_SLACK:
                     where = "headers" if state == _WAIT_HEAD else "body"
                     self._fail(
                         UpstreamReadTimeout(
@@ -505,13 +505,9 @@ class UpstreamResponse:
         Cutting at once is what ends an upstream stream the caller abandoned. Idempotent.
         """
         conn = self._conn
-        if conn is None:
-            return
-        self._conn = None
-        if conn._state == _DONE and conn._error is None:
+        if conn is not None:
+            self._conn = None
             self._pool._release(conn)
-        else:
-            self._pool._drop(conn)
 
     def _abort(self) -> None:
         conn = self._conn
@@ -579,6 +575,10 @@ class UpstreamPool:
             raise ValueError("upstream base_url must not carry credentials, query or fragment")
         if limits.max_connections < 1 or limits.max_idle < 0:
             raise ValueError("max_connections must be >= 1 and max_idle >= 0")
+        if min(timeouts.connect, timeouts.read, timeouts.write, timeouts.pool) <= 0:
+            raise ValueError("upstream timeouts must be positive")
+        if min(limits.idle_timeout, limits.max_connection_age) <= 0:
+            raise ValueError("idle_timeout and max_connection_age must be positive")
         tls = url.scheme == "https"
         default_port = 443 if tls else 80
         self._host = url.hostname
@@ -818,17 +818,19 @@ class UpstreamPool:
         conn._last_rx = conn._loop.time()
 
     def _release(self, conn: _Conn) -> None:
-        """A response ended: keep the connection for the next request, or close it."""
+        """A response is done with: keep the connection for the next request, or cut it."""
         now = conn._loop.time()
         if (
             self._closed
+            or conn._state != _DONE
+            or conn._error is not None
             or not conn._alive
             or not conn._keep_alive
             or conn._transport.is_closing()
             or conn._transport.get_write_buffer_size()  # the request was not even fully sent
             or now - conn._created >= self._limits.max_connection_age
         ):
-            self._drop(conn, graceful=True)
+            self._drop(conn, graceful=conn._state == _DONE)
             return
         conn._to_idle(now)
         waiters = self._waiters

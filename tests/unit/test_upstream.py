@@ -594,8 +594,9 @@ async def test_write_timeout_when_the_upstream_does_not_read() -> None:
 async def stream_then_park(
     srv: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter
 ) -> None:
-    """Start a stream, then hold it open until the client goes away."""
-    await srv.read_request(reader)
+    """Answer GETs at once; start a stream for a POST, then hold it until the client goes away."""
+    while (await srv.read_request(reader)).startswith(b"GET"):
+        w.write(ok(b"warm"))
     w.write(STREAM_HEAD + chunk(b"data: 1\n\n"))
     await w.drain()
     await srv.wait_eof(reader)
@@ -603,6 +604,7 @@ async def stream_then_park(
 
 async def test_close_mid_stream_cuts_the_upstream_at_once() -> None:
     async with Server(stream_then_park) as srv, pool_for(srv.url) as pool:
+        assert await get(pool) == b"warm"  # a reused connection must not go back mid-stream
         resp = await pool.request(b"POST", b"/", AUTH, b"{}")
         assert await anext(aiter(resp)) == b"data: 1\n\n"
         assert "streaming" in repr(resp)
@@ -616,12 +618,13 @@ async def test_close_mid_stream_cuts_the_upstream_at_once() -> None:
 
 async def test_cancelled_reader_leaves_no_connection_behind() -> None:
     async with Server(stream_then_park) as srv, pool_for(srv.url) as pool:
+        assert await get(pool) == b"warm"
         got_first = asyncio.Event()
 
         async def consume() -> None:
-            async with await pool.request(b"POST", b"/", AUTH, b"{}") as resp:
-                async for _ in resp:
-                    got_first.set()
+            resp = await pool.request(b"POST", b"/", AUTH, b"{}")  # not closed by the caller
+            async for _ in resp:
+                got_first.set()
 
         task = asyncio.create_task(consume())
         await asyncio.wait_for(got_first.wait(), 1)
@@ -650,11 +653,14 @@ async def test_cancelled_reader_leaves_no_connection_behind() -> None:
 async def test_aclose_aborts_active_and_closes_idle() -> None:
     async with Server(stream_then_park) as srv:
         pool = UpstreamPool(srv.url)
-        resp = await pool.request(b"GET", b"/", AUTH)
+        streaming = await pool.request(b"POST", b"/", AUTH, b"{}")
+        assert await get(pool) == b"warm"  # on a second connection, now idle
+        assert repr(pool).endswith("idle=1 active=1 max=512>")
         await pool.aclose()
         assert repr(pool).endswith("idle=0 active=0 max=512 closed>")
+        assert srv.eof.is_set()
         with pytest.raises(UpstreamError, match="closed"):
-            await resp.read()
+            await streaming.read()
         with pytest.raises(UpstreamConnectError, match="closed"):
             await pool.request(b"GET", b"/", AUTH)
         await pool.aclose()  # idempotent
