@@ -29,6 +29,10 @@ __all__ = ["UsageTap", "pipe_sse"]
 # was requested and a usage object only on the last one; only chunks holding an object are
 # decoded. (Both spacings occur: OpenAI writes compact JSON, some servers add a space.)
 _USAGE_MARK = b'"usage":{'
+# With usage requested, OpenAI also adds `"usage":null` to every other chunk, a key it leaves out
+# when the caller did not ask; when the gateway asked, that key is removed too. A quoted key
+# inside a JSON string is escaped (\"usage\"), so this byte run only ever is the key itself.
+_USAGE_NULL = b'"usage":null'
 _USAGE_MARK_SPACED = b'"usage": {'
 
 
@@ -57,6 +61,8 @@ class UsageTap:
             chunk = chunk[:end]
         else:
             self._pending = b""
+        if self._ex.strip_usage and _USAGE_NULL in chunk:
+            chunk = chunk.replace(b"," + _USAGE_NULL, b"").replace(_USAGE_NULL + b",", b"")
         if not (_USAGE_MARK in chunk or _USAGE_MARK_SPACED in chunk):
             return chunk
         return self._inspect(chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import openai
 import pytest
 
@@ -177,3 +178,16 @@ def test_paths_without_v1_work(gateway: Gateway, sdk: Callable[..., openai.OpenA
     done = client.chat.completions.create(model="direct", messages=MESSAGES)
     assert done.choices[0].message.content == "echo: hello there gateway"
     assert "direct" in {m.id for m in client.models.list()}
+
+
+def test_unasked_stream_carries_no_trace_of_the_usage_request(gateway: Gateway,
+                                                               upstream: FakeOpenAI) -> None:
+    upstream.behavior.content = "one two three"
+    body = {"model": "direct", "messages": MESSAGES, "stream": True}
+    resp = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=20,
+                      headers={"Authorization": f"Bearer {GATEWAY_KEY}"})
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    events = [e for e in resp.content.split(b"\n\n") if e]
+    # role chunk, three words, finish chunk, [DONE]: exactly what OpenAI sends when not asked.
+    assert len(events) == 6 and events[-1] == b"data: [DONE]"
+    assert b'"usage"' not in resp.content

@@ -41,7 +41,9 @@ def test_injected_usage_chunk_is_cut_and_captured(how: str) -> None:
     pieces = {"whole": [STREAM], "bytewise": [STREAM[i:i + 1] for i in range(len(STREAM))],
               "random": _splits(STREAM, random.Random(3))}[how]
     tap, ex = _tap(strip=True)
-    assert _run(tap, pieces) == KEEPALIVE + CHUNK * 3 + FINAL + DONE
+    unasked = (KEEPALIVE + CHUNK * 3 + FINAL + DONE).replace(b',"usage":null', b"")
+    assert _run(tap, pieces) == unasked
+    assert b"usage" not in unasked
     assert ex.usage is not None
     assert (ex.usage.prompt_tokens, ex.usage.completion_tokens) == (7, 2)
 
@@ -56,8 +58,10 @@ def test_usage_on_a_chunk_with_choices_is_never_cut() -> None:
     # Some servers put usage on the final chunk itself; cutting it would lose the finish reason.
     final_with_usage = (b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
                         b'"usage": {"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}\n\n')
-    tap, ex = _tap(strip=True)
+    tap, ex = _tap(strip=False)
     assert _run(tap, [CHUNK, final_with_usage, DONE]) == CHUNK + final_with_usage + DONE
+    tap, ex = _tap(strip=True)
+    assert _run(tap, [final_with_usage]) == final_with_usage
     assert ex.usage is not None and ex.usage.total_tokens == 2
 
 
@@ -65,12 +69,18 @@ def test_crlf_framed_stream() -> None:
     crlf = STREAM.replace(b"\n", b"\r\n")
     tap, ex = _tap(strip=True)
     out = _run(tap, [crlf[i:i + 7] for i in range(0, len(crlf), 7)])
-    assert out == (KEEPALIVE + CHUNK * 3 + FINAL + DONE).replace(b"\n", b"\r\n")
+    unasked = (KEEPALIVE + CHUNK * 3 + FINAL + DONE).replace(b',"usage":null', b"")
+    assert out == unasked.replace(b"\n", b"\r\n")
     assert ex.usage is not None
 
 
-def test_partial_event_is_held_until_whole() -> None:
+def test_usage_null_as_first_key_is_removed_too() -> None:
     tap, _ = _tap(strip=True)
+    assert tap.feed(b'data: {"usage":null,"choices":[]}\n\n') == b'data: {"choices":[]}\n\n'
+
+
+def test_partial_event_is_held_until_whole() -> None:
+    tap, _ = _tap(strip=False)
     assert tap.feed(CHUNK[:20]) == b""
     assert tap.feed(CHUNK[20:]) == CHUNK
 
