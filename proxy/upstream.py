@@ -554,8 +554,8 @@ class UpstreamPool:
     """
 
     __slots__ = (
-        "_accept", "_closed", "_closed_waiter", "_host", "_idle", "_limits", "_live", "_loop",
-        "_port", "_slots_used", "_ssl", "_tick", "_timeouts", "_url", "_waiters", "base_path",
+        "_accept", "_closed", "_closed_waiter", "_host", "_idle", "_limits", "_live", "_port",
+        "_slots_used", "_ssl", "_tick", "_timeouts", "_url", "_waiters", "base_path",
         "host_header", "origin",
     )  # fmt: skip
 
@@ -599,7 +599,6 @@ class UpstreamPool:
         self._tick = min(timeouts.read, limits.idle_timeout)  # see _Conn._on_timer
         coding = b"gzip" if accept_gzip else b"identity"
         self._accept = b"Accept-Encoding: " + coding + b"\r\n\r\n"
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: list[_Conn] = []  # a stack: the most recently used connection is reused first
         self._live: set[_Conn] = set()  # transports not lost yet, for aclose()
         self._slots_used = 0  # connections open or opening, <= max_connections
@@ -648,11 +647,10 @@ class UpstreamPool:
         if self._closed:
             return
         self._closed = True
-        closed = self._closed_error()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(closed)
+                waiter.set_exception(self._closed_error())
         for conn in list(self._live):
             if conn._state == _IDLE:
                 self._drop(conn, graceful=True)
@@ -770,14 +768,16 @@ class UpstreamPool:
             self._free_slot()
             raise
         conn._counted = True
-        if self._closed:
+        if self._closed or not conn._alive:
             self._drop(conn)
-            raise self._closed_error()
+            if self._closed:
+                raise self._closed_error()
+            raise UpstreamConnectError(f"upstream {self.origin} closed the connection at once")
         return conn
 
     async def _open(self) -> _Conn:
         """Connect to the origin (TCP, then TLS). The one place an outbound proxy hop will go."""
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._timeouts.connect):
                 _, conn = await loop.create_connection(

@@ -656,9 +656,11 @@ async def test_aclose_aborts_active_and_closes_idle() -> None:
         streaming = await pool.request(b"POST", b"/", AUTH, b"{}")
         assert await get(pool) == b"warm"  # on a second connection, now idle
         assert repr(pool).endswith("idle=1 active=1 max=512>")
+        started = time.monotonic()
         await pool.aclose()
+        assert time.monotonic() - started < 0.5  # nothing waited for the close grace period
         assert repr(pool).endswith("idle=0 active=0 max=512 closed>")
-        assert srv.eof.is_set()
+        await asyncio.wait_for(srv.eof.wait(), 1)
         with pytest.raises(UpstreamError, match="closed"):
             await streaming.read()
         with pytest.raises(UpstreamConnectError, match="closed"):
