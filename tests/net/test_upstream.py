@@ -32,7 +32,8 @@ from proxy.errors import (
     UpstreamReadTimeout,
     UpstreamWriteTimeout,
 )
-from proxy.upstream import _HIGH_WATER, PoolLimits, Timeouts, UpstreamPool
+from proxy.upstream import PoolLimits, Timeouts, UpstreamPool
+from proxy.upstream.connection import _HIGH_WATER
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -119,16 +120,14 @@ STREAM_HEAD = (
 )
 
 
-def answer(*responses: bytes) -> Handler:
-    """Answer each request on a connection with the next response (the last one repeats)."""
+def answer(response: bytes) -> Handler:
+    """Answer every request on a connection with `response`."""
 
     async def handler(srv: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        i = 0
         while True:
             await srv.read_request(reader)
-            w.write(responses[min(i, len(responses) - 1)])
+            w.write(response)
             await w.drain()
-            i += 1
 
     return handler
 
@@ -241,7 +240,8 @@ async def test_head_204_and_304_have_no_body_and_keep_the_connection() -> None:
                 w.write(ok(b"body"))
             await w.drain()
 
-    async with Server(handler) as srv, pool_for(srv.url) as pool:
+    limits = PoolLimits(max_response_body=50)  # below the lengths HEAD and 304 announce
+    async with Server(handler) as srv, pool_for(srv.url, limits=limits) as pool:
         assert await get(pool, b"/", b"HEAD") == b""
         assert await get(pool, b"/204") == b""
         assert await get(pool, b"/304") == b""
@@ -317,6 +317,22 @@ async def test_sequential_requests_reuse_one_connection() -> None:
             assert await get(pool) == b"x"
         assert repr(pool) == f"<UpstreamPool {srv.url} idle=1 active=0 max=512>"
     assert (srv.connections, len(srv.requests)) == (1, 10)
+
+
+async def test_idle_connections_are_reused_most_recent_first() -> None:
+    async def handler(srv: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        number = srv.connections
+        while True:
+            await srv.read_request(reader)
+            w.write(ok(b"conn%d" % number))
+
+    async with Server(handler) as srv, pool_for(srv.url) as pool:
+        first = await pool.request(b"GET", b"/", AUTH)
+        second = await pool.request(b"GET", b"/", AUTH)  # the first is busy: a new connection
+        assert (await first.read(), await second.read()) == (b"conn1", b"conn2")
+        assert repr(pool).endswith("idle=2 active=0 max=512>")
+        assert await get(pool) == b"conn2"  # released last, so reused first
+        assert await get(pool) == b"conn2"
 
 
 async def test_reused_connection_closed_before_any_response_byte_is_retried_once() -> None:
@@ -578,14 +594,26 @@ async def test_read_timeout_on_a_stalled_stream_but_not_on_a_long_one() -> None:
         assert "idle=0 active=0" in repr(pool)
 
 
-async def test_write_timeout_when_the_upstream_does_not_read() -> None:
-    async def handler(srv: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)  # never reads
+async def test_large_request_body_drains_then_write_timeout_if_never_read() -> None:
+    big = b"x" * (64 << 20)  # far more than loopback socket buffers hold
 
-    async with Server(handler) as srv, pool_for(srv.url, timeouts=Timeouts(write=0.3)) as pool:
-        with pytest.raises(UpstreamWriteTimeout, match=f"127.0.0.1:{srv.port}"):
-            await pool.request(b"POST", b"/", AUTH, b"x" * (64 << 20))
-        assert "idle=0 active=0" in repr(pool)
+    async def handler(srv: Server, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if srv.connections == 1:
+            await answer(ok(b"got it"))(srv, reader, w)
+        await asyncio.sleep(30)  # the second connection is never read
+
+    async with Server(handler) as srv:
+        async with pool_for(srv.url) as pool:
+            async with await pool.request(b"POST", b"/", AUTH, big) as resp:
+                assert await resp.read() == b"got it"
+            assert await get(pool) == b"got it"  # the request was fully written, so reused
+        async with pool_for(srv.url, timeouts=Timeouts(write=0.3)) as pool:
+            started = time.monotonic()
+            with pytest.raises(UpstreamWriteTimeout, match=f"127.0.0.1:{srv.port}"):
+                await pool.request(b"POST", b"/", AUTH, big)
+            assert time.monotonic() - started < 1.5
+            assert "idle=0 active=0" in repr(pool)
+    assert srv.connections == 2
 
 
 # --- closing and cancellation -------------------------------------------------------------------
@@ -697,6 +725,17 @@ async def test_pool_bound_waits_fifo_and_times_out() -> None:
         held.close()
         await asyncio.gather(*tasks)
         assert order == ["first", "second"]
+
+        # Handed the connection, then cancelled before running: the connection is re-pooled.
+        held = await pool.request(b"GET", b"/", AUTH)
+        waiting = asyncio.create_task(pool.request(b"GET", b"/", AUTH))
+        await asyncio.sleep(0.02)
+        await held.read()  # releases the connection to `waiting`...
+        waiting.cancel()  # ...which is cancelled before it ever runs
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert repr(pool).endswith("idle=1 active=0 max=1>")
+        assert await get(pool) == b"x"
     assert srv.connections == 1
 
 
