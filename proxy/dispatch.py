@@ -66,7 +66,22 @@ def _forwarded(pr: ProviderRuntime, caller_headers: CIMultiDictProxy[str]
 
 async def open_upstream(rt: Runtime, ex: Exchange, env: Envelope, body: bytes, path: bytes,
                         caller_headers: CIMultiDictProxy[str]) -> UpstreamAnswer:
-    """The 2xx answer of the first target that gives one; otherwise the error to answer with."""
+    """The 2xx answer of the first target that gives one; otherwise the error to answer with.
+
+    Every error raised from here says which provider answered last and after how many attempts.
+    """
+    try:
+        return await _first_answer(rt, ex, env, body, path, caller_headers)
+    except SluiceError as err:
+        trace = {"x-sluice-attempts": str(ex.attempts)}
+        if ex.provider is not None:
+            trace["x-sluice-provider"] = ex.provider.name
+        err.headers = {**err.headers, **trace}
+        raise
+
+
+async def _first_answer(rt: Runtime, ex: Exchange, env: Envelope, body: bytes, path: bytes,
+                        caller_headers: CIMultiDictProxy[str]) -> UpstreamAnswer:
     last: SluiceError | None = None
     for target in rt.router.order(ex.route):
         pr = rt.providers[target.provider.name]
@@ -74,16 +89,13 @@ async def open_upstream(rt: Runtime, ex: Exchange, env: Envelope, body: bytes, p
         want_usage = pr.provider.spec.stream_usage_option
         payload = env.patch(body, model, want_usage=want_usage)
         ex.attempts += 1
+        ex.provider = pr
         try:
             answer = await pr.upstream.request(
                 b"POST", pr.upstream.base_path + path, _forwarded(pr, caller_headers), payload)
         except UpstreamConnectError as err:
             last = err
             continue
-        except UpstreamError as err:
-            err.headers = {**err.headers, "x-sluice-provider": pr.name}
-            raise
-        ex.provider = pr
         ex.upstream_model = model
         if 200 <= answer.status < 300:
             ex.strip_usage = env.stream and want_usage and not env.include_usage
@@ -105,7 +117,7 @@ async def _status_error(pr: ProviderRuntime, answer: UpstreamAnswer) -> SluiceEr
     status = answer.status
     info = parse_error(body)
     message = info.message if info else body[:_ERROR_QUOTE_MAX].decode(errors="replace").strip()
-    headers = {"x-sluice-provider": pr.name}
+    headers: dict[str, str] = {}
     # OpenRouter documents that an upstream provider's rate limit may reach us as a 500 whose
     # error object says code 429 ("Provider returned error", metadata.raw "...rate-limited...").
     if pr.provider.spec.wraps_rate_limit_in_500 and status >= 500 and info and info.code == "429":

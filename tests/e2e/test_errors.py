@@ -133,6 +133,7 @@ def test_upstream_5xx_is_502(gateway: Gateway, upstream: FakeOpenAI) -> None:
     resp = post(gateway, CHAT)
     assert resp.status_code == 502
     assert "answered 500" in str(error_of(resp)["message"])
+    assert resp.headers["x-sluice-attempts"] == "1"
 
 
 def test_upstream_rejecting_our_credential_is_the_gateways_fault(
@@ -149,6 +150,7 @@ def test_unreachable_upstream_is_502(gateway: Gateway) -> None:
     resp = post(gateway, {**CHAT, "model": "nowhere"})
     assert resp.status_code == 502
     assert error_of(resp)["code"] == "upstream_unreachable"
+    assert (resp.headers["x-sluice-provider"], resp.headers["x-sluice-attempts"]) == ("dead", "1")
 
 
 def test_upstream_timeout_is_504(gateway: Gateway, upstream: FakeOpenAI) -> None:
