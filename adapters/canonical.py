@@ -12,6 +12,7 @@ Pure: no IO, no clock, no logging.
 
 from __future__ import annotations
 
+import base64
 from typing import Any, Literal
 
 import msgspec
@@ -46,6 +47,8 @@ __all__ = [
     "TranslationError",
     "Unsupported",
     "Usage",
+    "pack_call_id",
+    "unpack_call_id",
 ]
 
 Dialect = Literal["openai", "anthropic", "gemini"]
@@ -267,3 +270,31 @@ class StreamError(msgspec.Struct, tag="error"):
 
 Event = (StreamStart | BlockStart | TextDelta | ThinkingDelta | ToolArgsDelta | BlockStop
          | StreamEnd | StreamError)
+
+
+# --- provider data carried in tool call ids ---------------------------------------------------
+# Every client echoes a tool call id back verbatim on the next turn, so what a provider needs
+# back (Gemini's thoughtSignature on a functionCall) can ride in it with no gateway state. The
+# marker and base64url keep the id within Anthropic's documented pattern ^[a-zA-Z0-9_-]+$.
+
+_CALL_DATA_MARK = "__sl_"
+_JSON = msgspec.json.Encoder()
+_DATA = msgspec.json.Decoder(dict[str, Any])
+
+
+def pack_call_id(call_id: str, provider_data: dict[str, Any] | None) -> str:
+    if not provider_data:
+        return call_id
+    packed = base64.urlsafe_b64encode(_JSON.encode(provider_data)).rstrip(b"=").decode()
+    return f"{call_id}{_CALL_DATA_MARK}{packed}"
+
+
+def unpack_call_id(call_id: str) -> tuple[str, dict[str, Any] | None]:
+    base, mark, packed = call_id.partition(_CALL_DATA_MARK)
+    if not mark:
+        return call_id, None
+    try:
+        data = _DATA.decode(base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4)))
+    except (ValueError, msgspec.DecodeError):
+        return call_id, None
+    return base, data
