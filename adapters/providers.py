@@ -13,7 +13,7 @@ from typing import Literal
 __all__ = ["REGISTRY", "AuthStyle", "Dialect", "ProviderSpec", "spec_for"]
 
 Dialect = Literal["openai", "anthropic", "gemini"]
-AuthStyle = Literal["bearer", "none"]
+AuthStyle = Literal["bearer", "x-api-key", "x-goog-api-key", "none"]
 
 # Caller headers OpenAI documents for routing a request to an organization or project, and for
 # opting into beta behaviour; forwarding them keeps `OpenAI-Organization` users working.
@@ -35,7 +35,8 @@ class ProviderSpec:
     passthrough_headers: frozenset[str] = frozenset()
     # Headers the gateway always sends this provider (name, value).
     extra_headers: tuple[tuple[str, str], ...] = ()
-    # The provider honours `stream_options.include_usage` and then sends usage in a final chunk.
+    # An OpenAI-dialect provider that honours `stream_options.include_usage` and then sends
+    # usage in a final chunk (the other dialects always report usage in their streams).
     stream_usage_option: bool = True
     # OpenRouter reports an upstream rate limit as a 500 whose error `code` is 429.
     wraps_rate_limit_in_500: bool = False
@@ -52,6 +53,27 @@ REGISTRY: dict[str, ProviderSpec] = {
             base_url="https://api.openai.com/v1",
             env_key="OPENAI_API_KEY",
             passthrough_headers=_OPENAI_HEADERS,
+        ),
+        ProviderSpec(
+            # Base URL without /v1, as ANTHROPIC_BASE_URL takes it.
+            kind="anthropic",
+            dialect="anthropic",
+            base_url="https://api.anthropic.com",
+            env_key="ANTHROPIC_API_KEY",
+            auth="x-api-key",
+            # The API refuses requests without a version header; 2023-06-01 is the current one.
+            extra_headers=(("anthropic-version", "2023-06-01"),),
+            passthrough_headers=frozenset({"anthropic-beta"}),
+            stream_usage_option=False,
+        ),
+        ProviderSpec(
+            # Base URL without the version path; the adapter adds /v1beta/models/...
+            kind="gemini",
+            dialect="gemini",
+            base_url="https://generativelanguage.googleapis.com",
+            env_key="GEMINI_API_KEY",
+            auth="x-goog-api-key",
+            stream_usage_option=False,
         ),
         ProviderSpec(
             kind="openrouter",

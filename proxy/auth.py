@@ -29,14 +29,15 @@ class KeyTable:
     def enabled(self) -> bool:
         return bool(self._by_digest)
 
-    def authenticate(self, headers: CIMultiDictProxy[str]) -> GatewayKey:
+    def authenticate(self, headers: CIMultiDictProxy[str],
+                     query_key: str | None = None) -> GatewayKey:
         if not self._by_digest:
             return ANONYMOUS
-        presented = _presented_key(headers)
+        presented = _presented_key(headers) or query_key
         if not presented:
             raise Unauthorized(
                 "Missing gateway key. Send it as 'Authorization: Bearer <key>' "
-                "(or 'x-api-key' / 'x-goog-api-key').",
+                "(or 'x-api-key' / 'x-goog-api-key' / Gemini's '?key=').",
                 headers=_CHALLENGE,
             )
         digest = hashlib.sha256(presented.encode()).digest()

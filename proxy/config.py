@@ -408,7 +408,8 @@ def default_settings(env: Mapping[str, str] | None = None) -> Settings:
     """The embedded default: the offline `echo` model plus each provider whose key is set.
 
     Providers are named by their kind, so their models answer as `openrouter/qwen/qwen3-coder`;
-    with OPENAI_API_KEY set, any other bare name goes to OpenAI as it would without a gateway.
+    bare `claude-*` and `gemini-*` names go to Anthropic and Gemini, and with OPENAI_API_KEY set
+    any other bare name goes to OpenAI, as it would without a gateway.
     """
     env = os.environ if env is None else env
     providers: dict[str, Any] = {"echo": {"kind": "echo"}}
@@ -416,7 +417,9 @@ def default_settings(env: Mapping[str, str] | None = None) -> Settings:
     for spec in REGISTRY.values():
         if spec.env_key and env.get(spec.env_key):
             providers[spec.kind] = {"kind": spec.kind, "api_key": f"env:{spec.env_key}"}
-    if "openai" in providers:
-        models["*"] = {"targets": [{"provider": "openai"}]}
+    # Bare names as each provider's own SDK users write them; globs match in this order.
+    for glob, kind in (("claude-*", "anthropic"), ("gemini-*", "gemini"), ("*", "openai")):
+        if kind in providers:
+            models[glob] = {"targets": [{"provider": kind}]}
     raw = {"providers": providers, "models": models}
     return settings_from_mapping(raw, env, "embedded default")

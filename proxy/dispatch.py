@@ -11,9 +11,13 @@ import time
 
 from multidict import CIMultiDictProxy
 
-from adapters.openai import Envelope, Usage, parse_error
+from adapters.canonical import TranslationError, Usage
+from adapters.dialects import ADAPTERS
+from adapters.openai import parse_error
+from proxy.calls import Call
 from proxy.config import GatewayKey, ModelRoute
 from proxy.errors import (
+    BadRequest,
     GatewayBusy,
     SluiceError,
     UpstreamConnectError,
@@ -32,7 +36,7 @@ class Exchange:
     """One proxied request: who asked, for what, where it went and what it cost."""
 
     __slots__ = ("attempts", "caller", "provider", "request_id", "requested_model", "route",
-                 "started", "strip_usage", "upstream_model", "usage")
+                 "started", "strip_usage", "translated", "upstream_model", "usage")
 
     def __init__(self, request_id: str, caller: GatewayKey, route: ModelRoute, model: str) -> None:
         self.request_id = request_id
@@ -45,12 +49,14 @@ class Exchange:
         self.usage: Usage | None = None
         # The gateway asked for the stream's usage chunk; the caller did not, so it is cut out.
         self.strip_usage = False
+        # The provider speaks another dialect than the caller: answers go through the adapters.
+        self.translated = False
         self.started = time.monotonic()
 
     def __repr__(self) -> str:
         where = self.provider.name if self.provider else None
         return (f"<Exchange {self.request_id} model={self.requested_model!r} provider={where}"
-                f" attempts={self.attempts}>")
+                f" attempts={self.attempts} translated={self.translated}>")
 
 
 def _forwarded(pr: ProviderRuntime, caller_headers: CIMultiDictProxy[str]
@@ -64,14 +70,33 @@ def _forwarded(pr: ProviderRuntime, caller_headers: CIMultiDictProxy[str]
     return headers + extra if extra else headers
 
 
-async def open_upstream(rt: Runtime, ex: Exchange, env: Envelope, body: bytes, path: bytes,
+def _outgoing(call: Call, pr: ProviderRuntime, model: str) -> tuple[bytes, bytes, bool]:
+    """(path, body, translated) of the request to send this provider."""
+    spec = pr.provider.spec
+    if spec.dialect == call.dialect:
+        path, body = call.same_dialect_request(model, want_usage=spec.stream_usage_option)
+        return path, body, False
+    if call.operation != "chat":
+        raise BadRequest(
+            f"Model '{call.model}' is served by provider '{pr.name}', which speaks the "
+            f"{spec.dialect} API; it has no {call.operation} endpoint. Route this model to an "
+            f"{call.dialect}-compatible provider.", param="model")
+    adapter = ADAPTERS[spec.dialect]
+    try:
+        body = adapter.from_canonical_request(call.canonical(), model=model)
+    except TranslationError as err:
+        raise BadRequest(str(err), param=err.param) from None
+    return adapter.request_path(model=model, stream=call.stream), body, True
+
+
+async def open_upstream(rt: Runtime, ex: Exchange, call: Call,
                         caller_headers: CIMultiDictProxy[str]) -> UpstreamAnswer:
     """The 2xx answer of the first target that gives one; otherwise the error to answer with.
 
     Every error raised from here says which provider answered last and after how many attempts.
     """
     try:
-        return await _first_answer(rt, ex, env, body, path, caller_headers)
+        return await _first_answer(rt, ex, call, caller_headers)
     except SluiceError as err:
         trace = {"x-sluice-attempts": str(ex.attempts)}
         if ex.provider is not None:
@@ -80,14 +105,13 @@ async def open_upstream(rt: Runtime, ex: Exchange, env: Envelope, body: bytes, p
         raise
 
 
-async def _first_answer(rt: Runtime, ex: Exchange, env: Envelope, body: bytes, path: bytes,
+async def _first_answer(rt: Runtime, ex: Exchange, call: Call,
                         caller_headers: CIMultiDictProxy[str]) -> UpstreamAnswer:
     last: SluiceError | None = None
     for target in rt.router.order(ex.route):
         pr = rt.providers[target.provider.name]
-        model = target.upstream_model(ex.requested_model)
-        want_usage = pr.provider.spec.stream_usage_option
-        payload = env.patch(body, model, want_usage=want_usage)
+        model = target.upstream_model(call.model)
+        path, payload, translated = _outgoing(call, pr, model)
         ex.attempts += 1
         ex.provider = pr
         try:
@@ -97,16 +121,18 @@ async def _first_answer(rt: Runtime, ex: Exchange, env: Envelope, body: bytes, p
             last = err
             continue
         ex.upstream_model = model
+        ex.translated = translated
         if 200 <= answer.status < 300:
-            ex.strip_usage = env.stream and want_usage and not env.include_usage
+            ex.strip_usage = (not translated and call.stream and not call.include_usage
+                              and pr.provider.spec.stream_usage_option)
             return answer
-        raise await _status_error(pr, answer)
+        raise await _status_error(pr, answer, call)
     if last is None:
         raise GatewayBusy(f"Model '{ex.requested_model}' has no target that can take requests.")
     raise last
 
 
-async def _status_error(pr: ProviderRuntime, answer: UpstreamAnswer) -> SluiceError:
+async def _status_error(pr: ProviderRuntime, answer: UpstreamAnswer, call: Call) -> SluiceError:
     """An upstream non-2xx as the error the caller gets (the upstream's own message kept)."""
     try:
         body = await answer.read()
@@ -115,32 +141,47 @@ async def _status_error(pr: ProviderRuntime, answer: UpstreamAnswer) -> SluiceEr
     finally:
         answer.close()
     status = answer.status
-    info = parse_error(body)
-    message = info.message if info else body[:_ERROR_QUOTE_MAX].decode(errors="replace").strip()
-    headers: dict[str, str] = {}
-    # OpenRouter documents that an upstream provider's rate limit may reach us as a 500 whose
-    # error object says code 429 ("Provider returned error", metadata.raw "...rate-limited...").
-    if pr.provider.spec.wraps_rate_limit_in_500 and status >= 500 and info and info.code == "429":
-        status = 429
+    spec = pr.provider.spec
+    etype = code = param = hint = None
+    if spec.dialect == "openai":
+        info = parse_error(body)
+        if info is not None:
+            message, etype, code, param = info.message, info.type, info.code, info.param
+        else:
+            message = body[:_ERROR_QUOTE_MAX].decode(errors="replace").strip()
+        # OpenRouter documents that an upstream provider's rate limit may reach us as a 500
+        # whose error object says code 429 ("Provider returned error", metadata.raw "...").
+        if spec.wraps_rate_limit_in_500 and status >= 500 and code == "429":
+            status = 429
+    else:
+        err = ADAPTERS[spec.dialect].to_canonical_error(status, body)
+        message, param = err.message, err.param
+        if err.kind == "rate_limit":
+            status = 429
+        if err.retry_after is not None and answer.header(b"retry-after") is None:
+            hint = str(max(1, round(err.retry_after)))
+    retry_after = answer.header(b"retry-after")
+    return _policy(pr.name, status, message, etype, code, param,
+                   retry_after.decode() if retry_after else hint)
+
+
+def _policy(provider: str, status: int, message: str, etype: str | None, code: str | None,
+            param: str | None, retry_after: str | None) -> SluiceError:
     if status in (401, 403):
         # The caller's key was the gateway's and it was fine; the provider refused *our*
         # credential, which is the gateway's misconfiguration, not the caller's.
         return UpstreamStatusError(
             502,
-            f"Provider '{pr.name}' rejected the gateway's credential (upstream status {status})."
-            f" Check providers.{pr.name}.api_key.",
-            code="upstream_auth_failed", headers=headers)
+            f"Provider '{provider}' rejected the gateway's credential (upstream status {status})."
+            f" Check providers.{provider}.api_key.", code="upstream_auth_failed")
     if status == 429:
-        retry_after = answer.header(b"retry-after")
-        headers["Retry-After"] = retry_after.decode() if retry_after else "1"
         return UpstreamStatusError(
-            429, f"Provider '{pr.name}' is rate limiting this gateway: {message}",
-            type="rate_limit_error", code="rate_limit_exceeded", headers=headers)
+            429, f"Provider '{provider}' is rate limiting this gateway: {message}",
+            type="rate_limit_error", code="rate_limit_exceeded",
+            headers={"Retry-After": retry_after or "1"})
     if 400 <= status < 500:
-        return UpstreamStatusError(
-            status, message or f"Provider '{pr.name}' answered {status}.",
-            type=info.type if info else None, code=info.code if info else None,
-            param=info.param if info else None, headers=headers)
+        return UpstreamStatusError(status, message or f"Provider '{provider}' answered {status}.",
+                                   type=etype, code=code, param=param)
     return UpstreamStatusError(
-        502, f"Provider '{pr.name}' answered {status}: {message or 'no message'}",
-        code="upstream_error", headers=headers)
+        502, f"Provider '{provider}' answered {status}: {message or 'no message'}",
+        code="upstream_error")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from adapters.canonical import CanonicalError
+
 __all__ = [
     "BadRequest",
     "BodyTooLarge",
@@ -30,6 +32,7 @@ __all__ = [
     "UpstreamStatusError",
     "UpstreamTimeout",
     "UpstreamWriteTimeout",
+    "canonical_error",
 ]
 
 
@@ -192,3 +195,25 @@ class UpstreamStatusError(UpstreamError):
         super().__init__(message, param=param, code=code, headers=headers)
         self.status = status
         self.type = type or ("invalid_request_error" if 400 <= status < 500 else "upstream_error")
+
+
+# --- one error in every dialect ---------------------------------------------------------------
+
+_KINDS = {400: "invalid_request", 401: "authentication", 403: "permission", 404: "not_found",
+          405: "invalid_request", 413: "request_too_large", 415: "invalid_request",
+          422: "invalid_request", 429: "rate_limit", 503: "overloaded", 529: "overloaded",
+          504: "timeout"}
+
+
+def canonical_error(err: SluiceError) -> CanonicalError:
+    """The neutral form the non-OpenAI dialects render errors from (kind follows the status)."""
+    retry_after: float | None = None
+    value = err.headers.get("Retry-After")
+    if value is not None:
+        try:
+            retry_after = float(value)
+        except ValueError:
+            retry_after = None
+    kind = _KINDS.get(err.status, "invalid_request" if err.status < 500 else "server")
+    return CanonicalError(status=err.status, message=err.message, kind=kind,  # type: ignore[arg-type]
+                          param=err.param, retry_after=retry_after)

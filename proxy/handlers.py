@@ -1,19 +1,27 @@
-"""The OpenAI dialect's endpoints, plus health and model listing.
+"""The request pipeline every caller dialect shares, plus health and ping.
 
-A handler authenticates, reads the body under its bound, decodes only the envelope, resolves the
-model and hands the raw bytes to dispatch; it never decodes the whole request.
+A dialect's endpoint authenticates, reads the body under its bound, builds a `Call` from the
+envelope alone and hands it to `serve_call`, which routes it, dispatches it and answers either
+with the provider's own bytes (same dialect) or through the adapters (translated).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import msgspec
 from aiohttp import web
 
-from adapters.openai import Envelope, RequestError, decode_envelope, decode_usage
-from proxy.config import ModelRoute
+from adapters.openai.envelope import (
+    Envelope,
+    RequestError,
+    canonical_usage,
+    decode_envelope,
+    decode_object,
+    decode_usage,
+)
+from proxy.calls import Call
+from proxy.config import GatewayKey
 from proxy.dispatch import Exchange, open_upstream
 from proxy.errors import (
     BadRequest,
@@ -23,26 +31,22 @@ from proxy.errors import (
     ModelNotFound,
     UnsupportedMediaType,
 )
-from proxy.runtime import STATE, VERSION
-from proxy.stream import pipe_sse
+from proxy.runtime import STATE, VERSION, Runtime, UpstreamAnswer
+from proxy.stream import pipe_raw, pipe_sse
+from proxy.translate import answer_translated
 
-__all__ = ["CHAT", "COMPLETIONS", "EMBEDDINGS", "Endpoint", "health", "list_models", "ping",
-           "proxy_endpoint", "retrieve_model"]
+__all__ = ["JSON_HEADERS", "authenticate", "check_object", "envelope_of", "health", "ping", "read_body", "serve_call"]
 
 _ENCODE = msgspec.json.Encoder()
-_JSON_HEADERS = {"Content-Type": "application/json"}
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    path: bytes        # appended to the provider's base path
-    required: str      # the body field without which the request means nothing
-    streams: bool
-
-
-CHAT = Endpoint(b"/chat/completions", "messages", True)
-COMPLETIONS = Endpoint(b"/completions", "prompt", True)
-EMBEDDINGS = Endpoint(b"/embeddings", "input", False)
+def authenticate(request: web.Request, *, query_key: bool = False) -> tuple[Runtime, GatewayKey]:
+    """The runtime this request runs on, and who is calling. `query_key`: Gemini callers may
+    send the key as `?key=` (never logged, never forwarded)."""
+    rt = request.app[STATE].runtime
+    fallback = request.query.get("key") if query_key else None
+    return rt, rt.keys.authenticate(request.headers, fallback)
 
 
 def _is_json(content_type: str) -> bool:
@@ -50,7 +54,7 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int) -> bytes:
     content_type = request.headers.get("Content-Type")
     if content_type is not None and not _is_json(content_type):
         raise UnsupportedMediaType(
@@ -69,10 +73,12 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return body
 
 
-def _envelope(body: bytes, required: str) -> Envelope:
+def envelope_of(body: bytes, required: str | None) -> Envelope:
+    """The top-level fields of a JSON body with `model` (OpenAI and Anthropic dialects)."""
     try:
         env = decode_envelope(body)
-        env.require(required)
+        if required is not None:
+            env.require(required)
     except RequestError as err:
         if err.missing and err.param:
             raise MissingField(err.param) from None
@@ -82,67 +88,56 @@ def _envelope(body: bytes, required: str) -> Envelope:
     return env
 
 
-async def proxy_endpoint(request: web.Request, ep: Endpoint) -> web.StreamResponse:
-    rt = request.app[STATE].runtime
-    caller = rt.keys.authenticate(request.headers)
-    body = await _read_body(request, rt.settings.max_body)
-    env = _envelope(body, ep.required)
-    route = rt.router.resolve(env.model)
+def check_object(body: bytes) -> None:
+    """A body forwarded as it is must still be a JSON object (Gemini bodies carry no model)."""
+    try:
+        decode_object(body)
+    except RequestError as err:
+        raise InvalidJSON(str(err)) from None
+
+
+async def serve_call(request: web.Request, rt: Runtime, caller: GatewayKey,
+                     call: Call) -> web.StreamResponse:
+    route = rt.router.resolve(call.model)
     if route is None:
-        raise ModelNotFound(env.model)
+        raise ModelNotFound(call.model)
     rid: str = request["rid"]
-    ex = Exchange(rid, caller, route, env.model)
-    answer = await open_upstream(rt, ex, env, body, ep.path, request.headers)
+    ex = Exchange(rid, caller, route, call.model)
+    answer = await open_upstream(rt, ex, call, request.headers)
     assert ex.provider is not None  # set by open_upstream on every answer it returns
     headers = {"x-request-id": rid, "x-sluice-provider": ex.provider.name,
                "x-sluice-attempts": str(ex.attempts)}
+    if ex.translated:
+        return await answer_translated(request, ex, call, answer, headers)
+    return await _answer_same_dialect(request, ex, call, answer, headers)
+
+
+async def _answer_same_dialect(request: web.Request, ex: Exchange, call: Call,
+                               answer: UpstreamAnswer, headers: dict[str, str]
+                               ) -> web.StreamResponse:
     content_type = (answer.header(b"content-type") or b"application/json").decode()
-    if env.stream and ep.streams and content_type.startswith("text/event-stream"):
-        headers["Content-Type"] = content_type
+    headers["Content-Type"] = content_type
+    if call.stream:
         headers["Cache-Control"] = "no-cache"
-        return await pipe_sse(request, ex, answer, headers)
+        if call.dialect == "openai" and content_type.startswith("text/event-stream"):
+            return await pipe_sse(request, ex, answer, headers)
+        if content_type.startswith("text/event-stream") or call.dialect == "gemini":
+            return await pipe_raw(request, answer, headers)
     try:
         data = await answer.read()
     finally:
         answer.close()
-    ex.usage = decode_usage(data)[0]
-    headers["Content-Type"] = content_type
+    if call.dialect == "openai":
+        usage = decode_usage(data)[0]
+        ex.usage = canonical_usage(usage) if usage is not None else None
     return web.Response(body=data, status=answer.status, headers=headers)
-
-
-def _model_object(route: ModelRoute, created: int) -> dict[str, object]:
-    owner = route.targets[0].provider.name if route.targets else "sluice"
-    return {"id": route.name, "object": "model", "created": created, "owned_by": owner}
-
-
-async def list_models(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    rt = state.runtime
-    rt.keys.authenticate(request.headers)
-    created = int(state.started_at)
-    data = [_model_object(r, created) for r in rt.router.listed()]
-    return web.Response(body=_ENCODE.encode({"object": "list", "data": data}),
-                        headers=_JSON_HEADERS)
-
-
-async def retrieve_model(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    rt = state.runtime
-    rt.keys.authenticate(request.headers)
-    name = request.match_info["model"]
-    route = rt.router.resolve(name)
-    if route is None:
-        raise ModelNotFound(name)
-    obj = _model_object(route, int(state.started_at))
-    obj["id"] = name
-    return web.Response(body=_ENCODE.encode(obj), headers=_JSON_HEADERS)
 
 
 async def health(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = {"status": "ok", "version": VERSION,
             "uptime_s": round(time.time() - state.started_at, 3)}
-    return web.Response(body=_ENCODE.encode(body), headers=_JSON_HEADERS)
+    return web.Response(body=_ENCODE.encode(body), headers=JSON_HEADERS)
 
 
 async def ping(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from adapters.providers import AuthStyle
 from proxy.auth import KeyTable
 from proxy.config import Provider, Settings
 from proxy.echo import EchoUpstream
@@ -56,11 +57,9 @@ class ProviderRuntime:
         common = [(b"content-type", b"application/json"), (b"user-agent", _USER_AGENT)]
         common += [(k.lower().encode(), v.encode()) for k, v in provider.spec.extra_headers]
         common += [(k.lower().encode(), v.encode()) for k, v in provider.headers]
-        sets = []
-        if provider.spec.auth == "bearer" and provider.credentials:
-            for cred in provider.credentials:
-                sets.append([(b"authorization", b"Bearer " + cred.secret.encode()), *common])
-        else:
+        sets = [[_auth_header(provider.spec.auth, cred.secret), *common]
+                for cred in provider.credentials if provider.spec.auth != "none"]
+        if not sets:
             sets.append(common)
         # Several credentials rotate request by request; per-credential cooldowns come later.
         self._header_sets: Iterator[list[tuple[bytes, bytes]]] = itertools.cycle(sets)
@@ -70,6 +69,15 @@ class ProviderRuntime:
 
     def __repr__(self) -> str:
         return f"<ProviderRuntime {self.name} kind={self.provider.spec.kind} {self.upstream!r}>"
+
+
+def _auth_header(style: AuthStyle, secret: str) -> tuple[bytes, bytes]:
+    match style:
+        case "bearer":
+            return b"authorization", b"Bearer " + secret.encode()
+        case "x-api-key" | "x-goog-api-key":
+            return style.encode(), secret.encode()
+    raise ValueError(f"no credential header for auth style {style!r}")
 
 
 def _make_upstream(provider: Provider) -> Upstream:

@@ -8,14 +8,15 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 from aiohttp import web
 
+from adapters.dialects import ADAPTERS
 from adapters.openai import encode_error
-from proxy import handlers
+from adapters.providers import Dialect
+from proxy import anthropic_api, gemini_api, handlers, openai_api
 from proxy.config import ConfigError, Settings
-from proxy.errors import BodyTooLarge, MethodNotAllowed, NotFound, SluiceError
+from proxy.errors import BodyTooLarge, MethodNotAllowed, NotFound, SluiceError, canonical_error
 from proxy.log import event
 from proxy.runtime import STATE, GatewayState, Runtime
 
@@ -37,16 +38,32 @@ def _request_id(request: web.Request) -> str:
     return os.urandom(12).hex()
 
 
-def error_response(err: SluiceError, rid: str) -> web.Response:
-    body = encode_error(err.message, err.type, err.param, err.code)
+def dialect_of(request: web.Request) -> Dialect:
+    """The caller's dialect, from the path alone, so that even a 404 answers in it."""
+    path = request.path
+    if path.startswith("/v1beta/") or ":" in path or "key" in request.query:
+        return "gemini"
+    if path.startswith("/v1/messages") or "anthropic-version" in request.headers:
+        return "anthropic"
+    if "x-goog-api-key" in request.headers:
+        return "gemini"
+    return "openai"
+
+
+def error_response(err: SluiceError, rid: str, dialect: Dialect = "openai") -> web.Response:
+    if dialect == "openai":
+        status, body = err.status, encode_error(err.message, err.type, err.param, err.code)
+    else:
+        status, body = ADAPTERS[dialect].from_canonical_error(canonical_error(err))
     headers = {"Content-Type": "application/json", "x-request-id": rid, **err.headers}
-    return web.Response(body=body, status=err.status, headers=headers)
+    return web.Response(body=body, status=status, headers=headers)
 
 
 def _from_http_exception(request: web.Request, exc: web.HTTPException) -> SluiceError:
     if exc.status == 404:
-        return NotFound(f"Unknown path {request.method} {request.path}. This gateway serves the "
-                        "OpenAI API under /v1 (e.g. POST /v1/chat/completions, GET /v1/models).")
+        return NotFound(f"Unknown path {request.method} {request.path}. This gateway serves "
+                        "the OpenAI API under /v1 (POST /v1/chat/completions), Anthropic's "
+                        "(POST /v1/messages) and Gemini's (POST /v1beta/models/M:generateContent).")
     if exc.status == 405:
         allowed = exc.headers.get("Allow", "")
         return MethodNotAllowed(f"{request.method} is not allowed on {request.path} "
@@ -66,32 +83,26 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         resp = await handler(request)
     except SluiceError as err:
-        return error_response(err, rid)
+        return error_response(err, rid, dialect_of(request))
     except web.HTTPException as exc:
-        return error_response(_from_http_exception(request, exc), rid)
+        return error_response(_from_http_exception(request, exc), rid, dialect_of(request))
     except Exception:
         event("unhandled error", logging.ERROR, request_id=rid, path=request.path,
               exc_info=True)
         return error_response(SluiceError("Internal gateway error; see the gateway log for "
-                                          f"request id {rid}."), rid)
+                                          f"request id {rid}."), rid, dialect_of(request))
     if not resp.prepared:
         resp.headers["x-request-id"] = rid
     return resp
 
 
 def _routes(app: web.Application) -> None:
-    add_post, add_get = app.router.add_post, app.router.add_get
-    for prefix in ("/v1", ""):
-        add_post(f"{prefix}/chat/completions",
-                 partial(handlers.proxy_endpoint, ep=handlers.CHAT))
-        add_post(f"{prefix}/completions",
-                 partial(handlers.proxy_endpoint, ep=handlers.COMPLETIONS))
-        add_post(f"{prefix}/embeddings",
-                 partial(handlers.proxy_endpoint, ep=handlers.EMBEDDINGS))
-        add_get(f"{prefix}/models", handlers.list_models, allow_head=False)
-        add_get(prefix + "/models/{model:.+}", handlers.retrieve_model, allow_head=False)
-    add_get("/health", handlers.health)
-    add_get("/ping", handlers.ping)
+    # Gemini's POST /v1/models/{model}:{action} must be tried before OpenAI's GET models/{id}.
+    gemini_api.add_routes(app)
+    anthropic_api.add_routes(app)
+    openai_api.add_routes(app)
+    app.router.add_get("/health", handlers.health)
+    app.router.add_get("/ping", handlers.ping)
 
 
 def build_app(settings: Settings) -> web.Application:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.openai import decode_usage, encode_error
+from adapters.openai.envelope import canonical_usage, decode_usage, encode_error
 from adapters.sse import (
     MAX_EVENT_BYTES,
     EventTooLarge,
@@ -23,7 +23,7 @@ from proxy.dispatch import Exchange
 from proxy.errors import SluiceError, UpstreamError, UpstreamProtocolError
 from proxy.runtime import UpstreamAnswer
 
-__all__ = ["UsageTap", "pipe_sse"]
+__all__ = ["UsageTap", "pipe_raw", "pipe_sse"]
 
 # Cheap pre-filter: OpenAI-compatible providers put `"usage":null` on ordinary chunks when usage
 # was requested and a usage object only on the last one; only chunks holding an object are
@@ -77,7 +77,7 @@ class UsageTap:
             if _has_usage(event):
                 usage, has_choices = decode_usage(event_data(event))
                 if usage is not None:
-                    self._ex.usage = usage
+                    self._ex.usage = canonical_usage(usage)
                     if self._ex.strip_usage and not has_choices:
                         continue
             kept.append(event)
@@ -116,6 +116,27 @@ async def pipe_sse(request: web.Request, ex: Exchange, answer: UpstreamAnswer,
         await resp.write_eof()
     except ConnectionResetError:
         # The client went away; closing the answer below aborts the upstream request.
+        pass
+    finally:
+        answer.close()
+    return resp
+
+
+async def pipe_raw(request: web.Request, answer: UpstreamAnswer,
+                   headers: dict[str, str]) -> web.StreamResponse:
+    """A same-dialect stream the gateway only forwards (Anthropic, Gemini): bytes as they come."""
+    resp = web.StreamResponse(status=200, headers=headers)
+    try:
+        await resp.prepare(request)
+        try:
+            async for chunk in answer:
+                await resp.write(chunk)
+        except UpstreamError:
+            # The bytes already sent are the provider's own; cutting the stream short is the
+            # honest signal (each SDK raises on a stream that ends without its final event).
+            pass
+        await resp.write_eof()
+    except ConnectionResetError:
         pass
     finally:
         answer.close()

@@ -12,12 +12,16 @@ from typing import Any
 
 import msgspec
 
+from adapters import canonical
+
 __all__ = [
     "Envelope",
     "ErrorInfo",
     "RequestError",
     "Usage",
+    "canonical_usage",
     "decode_envelope",
+    "decode_object",
     "decode_usage",
     "encode_error",
     "parse_error",
@@ -143,12 +147,7 @@ def _with_include_usage(raw: msgspec.Raw | None) -> msgspec.Raw:
 
 
 def decode_envelope(body: bytes) -> Envelope:
-    try:
-        fields = _FIELDS.decode(body)
-    except msgspec.ValidationError as err:
-        raise RequestError(f"The body must be a JSON object: {err}") from None
-    except msgspec.DecodeError as err:
-        raise RequestError(f"The body is not valid JSON: {err}") from None
+    fields = decode_object(body)
     raw_model = fields.get("model")
     if raw_model is None:
         raise RequestError("Missing required parameter: 'model'.", "model", missing=True)
@@ -172,6 +171,25 @@ def decode_envelope(body: bytes) -> Envelope:
             raise RequestError(f"Invalid 'stream_options': {err}", "stream_options") from None
         include_usage = bool(options and options.include_usage)
     return Envelope(fields, model, stream, include_usage)
+
+
+def canonical_usage(usage: Usage) -> canonical.Usage:
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else None
+    reasoning = (usage.completion_tokens_details.reasoning_tokens
+                 if usage.completion_tokens_details else None)
+    return canonical.Usage(input_tokens=usage.prompt_tokens,
+                           output_tokens=usage.completion_tokens,
+                           cached_tokens=cached or 0, reasoning_tokens=reasoning or 0)
+
+
+def decode_object(body: bytes) -> dict[str, msgspec.Raw]:
+    """The top level of a JSON object body, values left raw (Gemini bodies carry no model)."""
+    try:
+        return _FIELDS.decode(body)
+    except msgspec.ValidationError as err:
+        raise RequestError(f"The body must be a JSON object: {err}") from None
+    except msgspec.DecodeError as err:
+        raise RequestError(f"The body is not valid JSON: {err}") from None
 
 
 def decode_usage(data: bytes) -> tuple[Usage | None, bool]:

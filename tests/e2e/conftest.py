@@ -9,6 +9,8 @@ from typing import Any
 import openai
 import pytest
 
+from tests.fakes.anthropic_provider import FakeAnthropic
+from tests.fakes.gemini_provider import FakeGemini
 from tests.fakes.openai_provider import FakeOpenAI
 from tests.harness import Gateway, ThreadLoop, closed_port
 
@@ -16,7 +18,10 @@ GATEWAY_KEY = "sk-sluice-team-a-0123456789"
 UPSTREAM_KEY = "sk-up-openai-secret-abc"
 ROUTER_KEYS = ("sk-or-one-secret", "sk-or-two-secret")
 ADMIN_KEY = "sk-admin-secret-xyz"
-SECRETS = (GATEWAY_KEY, UPSTREAM_KEY, *ROUTER_KEYS, ADMIN_KEY)
+ANTHROPIC_KEY = "sk-ant-up-secret-777"
+GEMINI_KEY = "gemini-up-secret-888"
+SECRETS = (GATEWAY_KEY, UPSTREAM_KEY, *ROUTER_KEYS, ADMIN_KEY, ANTHROPIC_KEY, GEMINI_KEY)
+FAKES = ("upstream", "router_upstream", "anthropic_upstream", "gemini_upstream")
 
 
 @pytest.fixture(scope="session")
@@ -42,11 +47,26 @@ def router_upstream(fake_loop: ThreadLoop) -> Iterator[FakeOpenAI]:
     fake_loop.run(fake.stop())
 
 
+@pytest.fixture(scope="session")
+def anthropic_upstream(fake_loop: ThreadLoop) -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic(api_key=ANTHROPIC_KEY, forbidden_values=(GATEWAY_KEY,))
+    fake_loop.run(fake.start())
+    yield fake
+    fake_loop.run(fake.stop())
+
+
+@pytest.fixture(scope="session")
+def gemini_upstream(fake_loop: ThreadLoop) -> Iterator[FakeGemini]:
+    fake = FakeGemini(api_key=GEMINI_KEY, forbidden_values=(GATEWAY_KEY,))
+    fake_loop.run(fake.start())
+    yield fake
+    fake_loop.run(fake.stop())
+
+
 @pytest.fixture(autouse=True)
 def _clean_fakes(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test starts with default behaviour and ends with no malformed forwarded request."""
-    fakes = [request.getfixturevalue(name) for name in ("upstream", "router_upstream")
-             if name in request.fixturenames]
+    fakes = [request.getfixturevalue(name) for name in FAKES if name in request.fixturenames]
     for fake in fakes:
         fake.reset()
     yield
@@ -90,7 +110,8 @@ def gateway_config(upstream: FakeOpenAI, router: FakeOpenAI) -> str:
 
 
 GATEWAY_ENV = {"SLUICE_ADMIN_KEY": ADMIN_KEY, "SLUICE_KEY_TEAM_A": GATEWAY_KEY,
-               "UP_OPENAI_KEY": UPSTREAM_KEY, "K1": ROUTER_KEYS[0], "K2": ROUTER_KEYS[1]}
+               "UP_OPENAI_KEY": UPSTREAM_KEY, "K1": ROUTER_KEYS[0], "K2": ROUTER_KEYS[1],
+               "UP_ANTHROPIC_KEY": ANTHROPIC_KEY, "UP_GEMINI_KEY": GEMINI_KEY}
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +124,36 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI,
     log = gw.log()
     leaked = [s for s in SECRETS if s in log]
     assert not leaked, "a secret reached the gateway log"
+
+
+def dialects_config(openai_fake: FakeOpenAI, anthropic_fake: FakeAnthropic,
+                    gemini_fake: FakeGemini) -> str:
+    """One model per provider dialect, each reachable from every caller dialect."""
+    return textwrap.dedent(f"""\
+        keys:
+          - {{name: team-a, key: env:SLUICE_KEY_TEAM_A}}
+        providers:
+          oai: {{kind: openai, base_url: "{openai_fake.base_url}", api_key: env:UP_OPENAI_KEY}}
+          ant: {{kind: anthropic, base_url: "{anthropic_fake.base_url}", api_key: env:UP_ANTHROPIC_KEY}}
+          gem: {{kind: gemini, base_url: "{gemini_fake.base_url}", api_key: env:UP_GEMINI_KEY}}
+        models:
+          to-openai: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
+          to-anthropic: {{targets: [{{provider: ant, model: claude-sonnet-4-6}}]}}
+          to-gemini: {{targets: [{{provider: gem, model: gemini-2.5-flash}}]}}
+        """)
+
+
+@pytest.fixture(scope="session")
+def dialect_gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI,
+                    anthropic_upstream: FakeAnthropic, gemini_upstream: FakeGemini
+                    ) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path_factory.mktemp("gw-dialects"),
+                 dialects_config(upstream, anthropic_upstream, gemini_upstream),
+                 GATEWAY_ENV).start()
+    yield gw
+    gw.stop()
+    log = gw.log()
+    assert not [s for s in SECRETS if s in log], "a secret reached the gateway log"
 
 
 @pytest.fixture(scope="session")

@@ -132,13 +132,15 @@ def test_embedded_default_switches_providers_on_by_environment() -> None:
     assert set(bare.providers) == {"echo"}
     assert [m.name for m in bare.models] == ["echo"]
     full = default_settings({"OPENAI_API_KEY": "a", "OPENROUTER_API_KEY": "b",
+                             "ANTHROPIC_API_KEY": "f", "GEMINI_API_KEY": "g",
                              "DEEPSEEK_API_KEY": "c", "GROQ_API_KEY": "d",
                              "DASHSCOPE_API_KEY": "e"})
-    assert set(full.providers) == {"echo", "openai", "openrouter", "deepseek", "groq", "qwen"}
+    assert set(full.providers) == {"echo", "openai", "openrouter", "deepseek", "groq", "qwen",
+                                   "anthropic", "gemini"}
     assert full.providers["groq"].base_url == "https://api.groq.com/openai/v1"
     assert full.providers["qwen"].base_url.endswith("/compatible-mode/v1")
     # With OpenAI's key, bare names go to OpenAI as they would without a gateway.
-    assert [m.name for m in full.models] == ["echo", "*"]
+    assert [m.name for m in full.models] == ["echo", "claude-*", "gemini-*", "*"]
 
 
 def test_check_config_cli_redacts_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -45,13 +45,13 @@ def test_injected_usage_chunk_is_cut_and_captured(how: str) -> None:
     assert _run(tap, pieces) == unasked
     assert b"usage" not in unasked
     assert ex.usage is not None
-    assert (ex.usage.prompt_tokens, ex.usage.completion_tokens) == (7, 2)
+    assert (ex.usage.input_tokens, ex.usage.output_tokens) == (7, 2)
 
 
 def test_callers_own_usage_chunk_passes_byte_for_byte() -> None:
     tap, ex = _tap(strip=False)
     assert _run(tap, _splits(STREAM, random.Random(5))) == STREAM
-    assert ex.usage is not None and ex.usage.total_tokens == 9
+    assert ex.usage is not None and ex.usage.input_tokens + ex.usage.output_tokens == 9
 
 
 def test_usage_on_a_chunk_with_choices_is_never_cut() -> None:
@@ -62,7 +62,7 @@ def test_usage_on_a_chunk_with_choices_is_never_cut() -> None:
     assert _run(tap, [CHUNK, final_with_usage, DONE]) == CHUNK + final_with_usage + DONE
     tap, ex = _tap(strip=True)
     assert _run(tap, [final_with_usage]) == final_with_usage
-    assert ex.usage is not None and ex.usage.total_tokens == 2
+    assert ex.usage is not None and ex.usage.input_tokens + ex.usage.output_tokens == 2
 
 
 def test_crlf_framed_stream() -> None:
