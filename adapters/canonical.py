@@ -204,6 +204,7 @@ class Response(msgspec.Struct, kw_only=True):
     finish: FinishReason = "stop"
     stop_sequence: str | None = None
     usage: Usage = msgspec.field(default_factory=Usage)
+    created: int = 0  # Unix time of the answer, set by the proxy (adapters keep no clock)
 
 
 # --- stream events ----------------------------------------------------------------------------
@@ -216,6 +217,7 @@ class StreamStart(msgspec.Struct, tag="start"):
     id: str
     model: str
     usage: Usage | None = None  # input tokens, when the provider says them up front
+    created: int = 0  # Unix time, set by the proxy (adapters keep no clock)
 
 
 class BlockStart(msgspec.Struct, tag="block_start"):

@@ -8,6 +8,8 @@ caller dialect's stream error event.
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from adapters.canonical import StreamEnd, StreamStart, TranslationError, Usage
@@ -44,6 +46,7 @@ async def answer_translated(request: web.Request, ex: Exchange, call: Call,
         raise UpstreamProtocolError(
             f"Provider '{ex.provider.name}' sent an answer that cannot be read: {err}") from None
     _record_usage(ex, resp.usage)
+    resp.created = int(time.time())
     headers["Content-Type"] = "application/json"
     return web.Response(body=caller.from_canonical_response(resp, model=call.model),
                         headers=headers)
@@ -88,6 +91,9 @@ async def _pipe(request: web.Request, ex: Exchange, call: Call, answer: Upstream
 
 
 def _watch(ex: Exchange, event: object) -> None:
-    if isinstance(event, StreamStart | StreamEnd):
+    if isinstance(event, StreamStart):
+        event.created = int(time.time())
+        _record_usage(ex, event.usage)
+    elif isinstance(event, StreamEnd):
         _record_usage(ex, event.usage)
 

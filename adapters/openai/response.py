@@ -185,7 +185,7 @@ def from_canonical_response(resp: Response, *, model: str, created: int = 0) -> 
     )
     out = CompletionOut(
         id=completion_id(resp.id),
-        created=created,
+        created=created or resp.created,
         model=model,
         choices=[ChoiceOut(0, message, None, finish_to_openai(resp.finish))],
         usage=usage_to_openai(resp.usage),

@@ -290,7 +290,7 @@ class StreamEncoder:
             case BlockStart() | BlockStop():
                 return b""
             case StreamStart():
-                return self._start(event.id)
+                return self._start(event.id, event.created)
             case StreamEnd():
                 return self._end(event.finish, event.usage)
             case StreamError(error=error):
@@ -304,11 +304,12 @@ class StreamEncoder:
         self._closed = True
         return DONE
 
-    def _start(self, upstream_id: str) -> bytes:
+    def _start(self, upstream_id: str, created: int = 0) -> bytes:
         if self._head:
             return b""
         base = (b'{"id":' + ENCODE.encode(completion_id(upstream_id))
-                + b',"object":"chat.completion.chunk","created":%d,"model":' % self._created
+                + b',"object":"chat.completion.chunk","created":%d,"model":'
+                % (self._created or created)
                 + ENCODE.encode(self._model))
         self._head = b"data: " + base + b',"choices":[{"index":0,"delta":'
         self._usage_head = b"data: " + base + b',"choices":[],"usage":'

@@ -68,6 +68,7 @@ class OpenAIDriver:
             calls = [(c.function.name, json.loads(c.function.arguments), c.id)
                      for c in msg.tool_calls or []]
             assert done.usage is not None
+            assert done.created > 1_700_000_000, "created must be a real Unix time"
             return Result(msg.content or "", self._finish(done.choices[0].finish_reason),
                           done.usage.prompt_tokens, done.usage.completion_tokens, calls)
         chunks = list(self.client.chat.completions.create(
@@ -85,6 +86,7 @@ class OpenAIDriver:
                         entry["args"] += call.function.arguments or ""
         usage = chunks[-1].usage
         assert usage is not None, "the usage chunk the caller asked for is missing"
+        assert all(c.created > 1_700_000_000 for c in chunks)
         calls = [(p["name"], json.loads(p["args"]), p["id"]) for p in parts.values()]
         return Result(text, self._finish(finish), usage.prompt_tokens, usage.completion_tokens,
                       calls)
