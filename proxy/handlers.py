@@ -22,6 +22,7 @@ from adapters.openai.envelope import (
 )
 from proxy.calls import Call
 from proxy.config import GatewayKey
+from proxy.counting import count_translated
 from proxy.dispatch import Exchange, open_upstream
 from proxy.errors import (
     BadRequest,
@@ -35,7 +36,8 @@ from proxy.runtime import STATE, VERSION, Runtime, UpstreamAnswer
 from proxy.stream import pipe_raw, pipe_sse
 from proxy.translate import answer_translated
 
-__all__ = ["JSON_HEADERS", "authenticate", "check_object", "envelope_of", "health", "ping", "read_body", "serve_call"]
+__all__ = ["JSON_HEADERS", "authenticate", "check_object", "envelope_of", "health", "ping",
+           "read_body", "serve_call"]
 
 _ENCODE = msgspec.json.Encoder()
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -102,6 +104,10 @@ async def serve_call(request: web.Request, rt: Runtime, caller: GatewayKey,
     if route is None:
         raise ModelNotFound(call.model)
     rid: str = request["rid"]
+    if call.operation == "count_tokens":
+        first = rt.router.order(route)[0]
+        if first.provider.spec.dialect != call.dialect:
+            return await count_translated(rt, call, first, {"x-request-id": rid})
     ex = Exchange(rid, caller, route, call.model)
     answer = await open_upstream(rt, ex, call, request.headers)
     assert ex.provider is not None  # set by open_upstream on every answer it returns

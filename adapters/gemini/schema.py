@@ -25,6 +25,7 @@ Pure functions over dicts; no IO.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["from_gemini_schema", "object_without_properties", "to_gemini_schema",
@@ -144,41 +145,64 @@ def _ref(s: dict[str, Any], ctx: _Ctx) -> dict[str, Any]:
 
 
 def _keyword(key: str, value: Any, out: dict[str, Any], ctx: _Ctx) -> None:
-    if key == "type":
-        _type(value, out)
+    handler = _KEYWORDS.get(key)
+    if handler is not None:
+        handler(key, value, out, ctx)
     elif key in _COPY:
         out[key] = value
-    elif key == "nullable":
-        if value:
-            out["nullable"] = True
-    elif key == "properties":
-        if not isinstance(value, dict):
-            raise _Lossy
-        out["properties"] = {name: _node(sub, ctx) for name, sub in value.items()}
-    elif key == "required":
-        out["required"] = value
-    elif key == "items":
-        out["items"] = _node(value, ctx)
-    elif key in ("anyOf", "oneOf"):
-        # oneOf ("exactly one") reads as anyOf for generation: the model emits one branch.
-        _any_of(value, out, ctx)
-    elif key == "allOf":
-        if not isinstance(value, list) or len(value) != 1:
-            raise _Lossy
-        out.update(_node(value[0], ctx))
-    elif key == "enum":
-        _enum(value, out)
-    elif key == "const":
-        _enum([value], out)
-    elif key == "additionalProperties":
-        if not isinstance(value, bool):
-            raise _Lossy  # a map of typed values has no `Schema` spelling
-    elif key == "format":
-        out["format"] = value  # kept or dropped in _finish, once the type is known
-    elif key in _DROP or key.startswith("x-"):
-        return
-    else:
+    elif key not in _DROP and not key.startswith("x-"):
         raise _Lossy  # not, if/then/else, patternProperties, uniqueItems, multipleOf, ...
+
+
+def _kw_type(key: str, value: Any, out: dict[str, Any], ctx: _Ctx) -> None:
+    _type(value, out)
+
+
+def _kw_nullable(key: str, value: Any, out: dict[str, Any], ctx: _Ctx) -> None:
+    if value:
+        out["nullable"] = True
+
+
+def _kw_properties(key: str, value: Any, out: dict[str, Any], ctx: _Ctx) -> None:
+    if not isinstance(value, dict):
+        raise _Lossy
+    out["properties"] = {name: _node(sub, ctx) for name, sub in value.items()}
+
+
+def _kw_copy(key: str, value: Any, out: dict[str, Any], ctx: _Ctx) -> None:
+    out[key] = value  # `format` is kept or dropped in _finish, once the type is known
+
+
+def _kw_items(key: str, value: Any, out: dict[str, Any], ctx: _Ctx) -> None:
+    out["items"] = _node(value, ctx)
+
+
+def _kw_any_of(key: str, value: Any, out: dict[str, Any], ctx: _Ctx) -> None:
+    # oneOf ("exactly one") reads as anyOf for generation: the model emits one branch.
+    _any_of(value, out, ctx)
+
+
+def _kw_all_of(key: str, value: Any, out: dict[str, Any], ctx: _Ctx) -> None:
+    if not isinstance(value, list) or len(value) != 1:
+        raise _Lossy
+    out.update(_node(value[0], ctx))
+
+
+def _kw_enum(key: str, value: Any, out: dict[str, Any], ctx: _Ctx) -> None:
+    _enum(value if key == "enum" else [value], out)
+
+
+def _kw_additional(key: str, value: Any, out: dict[str, Any], ctx: _Ctx) -> None:
+    if not isinstance(value, bool):
+        raise _Lossy  # a map of typed values has no `Schema` spelling
+
+
+_KEYWORDS: dict[str, Callable[[str, Any, dict[str, Any], _Ctx], None]] = {
+    "type": _kw_type, "nullable": _kw_nullable, "properties": _kw_properties,
+    "required": _kw_copy, "format": _kw_copy, "items": _kw_items, "anyOf": _kw_any_of,
+    "oneOf": _kw_any_of, "allOf": _kw_all_of, "enum": _kw_enum, "const": _kw_enum,
+    "additionalProperties": _kw_additional,
+}
 
 
 def _type(value: Any, out: dict[str, Any]) -> None:
