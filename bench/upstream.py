@@ -1,10 +1,16 @@
-"""A fake OpenAI upstream that costs next to nothing, so it is never what the bench measures.
+"""A fake OpenAI and Anthropic upstream that costs next to nothing, so it is never what the bench
+measures.
 
 Raw asyncio Protocol + httptools: no framework, canned bytes built once, one `transport.write` per
 response (per chunk for streams). It answers `POST /v1/chat/completions` with a `chat.completion`
 (with usage), or, when the body asks for `"stream": true`, a 20-chunk `chat.completion.chunk` SSE
 stream in chunked transfer-encoding, plus the usage chunk (`"choices": []`) when the body asks for
-`"include_usage": true`, then `data: [DONE]`. `GET /health` answers 200 for readiness polls.
+`"include_usage": true`, then `data: [DONE]`. It answers `POST /v1/messages` in Anthropic's wire
+format (as tests/fakes/anthropic_wire.py writes it): a `message` with usage, or a stream of
+`message_start`, `content_block_start`, `ping`, 20 `content_block_delta` text deltas,
+`content_block_stop`, `message_delta` (end_turn, usage) and `message_stop`, one event per HTTP
+chunk. Neither answer echoes the requested model: the canned bytes are never patched.
+`GET /health` answers 200 for readiness polls.
 
 Run: `python -m bench.upstream --port P [--chunk-delay S] [--first-byte-delay S]`.
 """
@@ -31,6 +37,16 @@ _USAGE_RE = re.compile(rb'"include_usage"\s*:\s*true')
 _ID = "chatcmpl-bench0000000000000000000000"
 _CREATED = 1_700_000_000
 _USAGE = {"prompt_tokens": 28, "completion_tokens": CHUNKS - 2, "total_tokens": 28 + CHUNKS - 2}
+_MSG_ID = "msg_bench00000000000000000000"
+_CLAUDE = "claude-sonnet-4-6"
+# message_delta's usage is cumulative and carries only these keys (streaming reference).
+_DELTA_USAGE_KEYS = (
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+)
+_HAIKU = "Wooden gate lifts slow / the river keeps its own time / light slides through the gap"
 
 
 def _completion() -> bytes:
@@ -46,8 +62,7 @@ def _completion() -> bytes:
                     "index": 0,
                     "message": {
                         "role": "assistant",
-                        "content": "Wooden gate lifts slow / the river keeps its own time / "
-                        "light slides through the gap",
+                        "content": _HAIKU,
                         "refusal": None,
                     },
                     "logprobs": None,
@@ -111,9 +126,89 @@ def _stream_events(with_usage: bool) -> list[bytes]:
     return chunks
 
 
+def _anthropic_usage(output_tokens: int) -> dict[str, object]:
+    return {
+        "input_tokens": 24,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
+def _message(content: list[dict[str, str]], final: bool) -> dict[str, object]:
+    return {
+        "id": _MSG_ID,
+        "type": "message",
+        "role": "assistant",
+        "model": _CLAUDE,
+        "content": content,
+        "stop_reason": "end_turn" if final else None,
+        "stop_sequence": None,
+        "stop_details": None,
+        # message_start carries the real input count and a placeholder output count of 1, as in
+        # the streaming reference's example.
+        "usage": _anthropic_usage(CHUNKS if final else 1),
+    }
+
+
+def _anthropic_message() -> bytes:
+    body = orjson.dumps(_message([{"type": "text", "text": _HAIKU}], final=True))
+    head = (
+        b"HTTP/1.1 200 OK\r\n"
+        b"Content-Type: application/json\r\n"
+        b"request-id: req_bench\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    return head + body
+
+
+def _named_sse(data: dict[str, object]) -> bytes:
+    """Anthropic frames every event with its name, equal to the data's `type`."""
+    name = str(data["type"]).encode()
+    return _http_chunk(b"event: " + name + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+
+
+def _anthropic_stream() -> list[bytes]:
+    """The stream as a list of HTTP chunks: the first carries the response head too."""
+    events: list[dict[str, object]] = [
+        {"type": "message_start", "message": _message([], final=False)},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
+    ]
+    events += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}
+        for t in (f"tok{i} " for i in range(1, CHUNKS + 1))
+    ]
+    usage = _anthropic_usage(CHUNKS)
+    events += [
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None, "stop_details": None},
+            "usage": {k: usage[k] for k in _DELTA_USAGE_KEYS},
+        },
+        {"type": "message_stop"},
+    ]
+    chunks = [_named_sse(e) for e in events]
+    chunks[-1] += b"0\r\n\r\n"
+    head = (
+        b"HTTP/1.1 200 OK\r\n"
+        b"Content-Type: text/event-stream; charset=utf-8\r\n"
+        b"Cache-Control: no-cache\r\n"
+        b"request-id: req_bench\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunks[0] = head + chunks[0]
+    return chunks
+
+
 _COMPLETION = _completion()
 _STREAM = _stream_events(with_usage=False)
 _STREAM_USAGE = _stream_events(with_usage=True)
+_MESSAGE = _anthropic_message()
+_MESSAGE_STREAM = _anthropic_stream()
 _HEALTH = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -192,14 +287,23 @@ class _UpstreamProtocol(asyncio.Protocol):
                 if _STREAM_RE.search(request.body) is not None:
                     events = _STREAM_USAGE if _USAGE_RE.search(request.body) else _STREAM
                     self._begin(events, request.keep_alive)
-                elif self._delays.first_byte > 0:
-                    self._begin([_COMPLETION], request.keep_alive)
                 else:
-                    self._finish(_COMPLETION, request.keep_alive)
+                    self._whole(_COMPLETION, request.keep_alive)
+            elif request.method == b"POST" and request.url.startswith(b"/v1/messages"):
+                if _STREAM_RE.search(request.body) is not None:
+                    self._begin(_MESSAGE_STREAM, request.keep_alive)
+                else:
+                    self._whole(_MESSAGE, request.keep_alive)
             elif request.method == b"GET" and request.url in (b"/health", b"/ping"):
                 self._finish(_HEALTH, request.keep_alive)
             else:
                 self._finish(_NOT_FOUND, request.keep_alive)
+
+    def _whole(self, data: bytes, keep_alive: bool) -> None:
+        if self._delays.first_byte > 0:
+            self._begin([data], keep_alive)
+        else:
+            self._finish(data, keep_alive)
 
     def _finish(self, data: bytes, keep_alive: bool) -> None:
         if self._transport is None:

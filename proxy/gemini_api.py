@@ -14,7 +14,7 @@ from proxy.config import ModelRoute
 from proxy.errors import ModelNotFound, NotFound
 from proxy.handlers import JSON_HEADERS, authenticate, check_object, read_body, serve_call
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "get_model", "list_models"]
 
 _ENCODE = msgspec.json.Encoder()
 _ACTIONS: dict[str, tuple[Operation, bool]] = {

@@ -20,6 +20,7 @@ from adapters.openai.envelope import (
     decode_object,
     decode_usage,
 )
+from adapters.providers import Dialect
 from proxy.calls import Call
 from proxy.config import GatewayKey
 from proxy.counting import count_translated
@@ -36,11 +37,25 @@ from proxy.runtime import STATE, VERSION, Runtime, UpstreamAnswer
 from proxy.stream import pipe_raw, pipe_sse
 from proxy.translate import answer_translated
 
-__all__ = ["JSON_HEADERS", "authenticate", "check_object", "envelope_of", "health", "ping",
+__all__ = ["JSON_HEADERS", "authenticate", "check_object", "dialect_of", "envelope_of", "health",
+           "ping",
            "read_body", "serve_call"]
 
 _ENCODE = msgspec.json.Encoder()
 JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def dialect_of(request: web.Request) -> Dialect:
+    """The caller's dialect, from the path and the headers its SDK always sends, so that even
+    a 404 answers in it."""
+    path = request.path
+    if path.startswith("/v1beta/") or ":" in path or "key" in request.query:
+        return "gemini"
+    if path.startswith("/v1/messages") or "anthropic-version" in request.headers:
+        return "anthropic"
+    if "x-goog-api-key" in request.headers:
+        return "gemini"
+    return "openai"
 
 
 def authenticate(request: web.Request, *, query_key: bool = False) -> tuple[Runtime, GatewayKey]:

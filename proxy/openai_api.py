@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import msgspec
 from aiohttp import web
 
+from proxy import gemini_api
 from proxy.calls import Call, Operation
 from proxy.config import ModelRoute
 from proxy.errors import ModelNotFound
-from proxy.handlers import JSON_HEADERS, authenticate, envelope_of, read_body, serve_call
+from proxy.handlers import (
+    JSON_HEADERS,
+    authenticate,
+    dialect_of,
+    envelope_of,
+    read_body,
+    serve_call,
+)
 from proxy.runtime import STATE
 
 __all__ = ["add_routes"]
@@ -35,22 +44,44 @@ def model_object(route: ModelRoute, created: int) -> dict[str, object]:
     return {"id": route.name, "object": "model", "created": created, "owned_by": owner}
 
 
+def _anthropic_model(name: str, created: int) -> dict[str, object]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+    return {"type": "model", "id": name, "display_name": name, "created_at": stamp}
+
+
 async def list_models(request: web.Request) -> web.Response:
+    """GET /v1/models is shared by three SDKs; each gets the listing in its own shape."""
+    dialect = dialect_of(request)
+    if dialect == "gemini":
+        return await gemini_api.list_models(request)
     rt, _ = authenticate(request)
     created = int(request.app[STATE].started_at)
-    data = [model_object(r, created) for r in rt.router.listed()]
-    return web.Response(body=_ENCODE.encode({"object": "list", "data": data}),
-                        headers=JSON_HEADERS)
+    routes = rt.router.listed()
+    body: dict[str, object]
+    if dialect == "anthropic":
+        data = [_anthropic_model(r.name, created) for r in routes]
+        body = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None}
+    else:
+        body = {"object": "list", "data": [model_object(r, created) for r in routes]}
+    return web.Response(body=_ENCODE.encode(body), headers=JSON_HEADERS)
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
+    dialect = dialect_of(request)
+    if dialect == "gemini":
+        return await gemini_api.get_model(request)
     rt, _ = authenticate(request)
     name = request.match_info["model"]
     route = rt.router.resolve(name)
     if route is None:
         raise ModelNotFound(name)
-    obj = model_object(route, int(request.app[STATE].started_at))
-    obj["id"] = name
+    created = int(request.app[STATE].started_at)
+    if dialect == "anthropic":
+        obj = _anthropic_model(name, created)
+    else:
+        obj = model_object(route, created)
+        obj["id"] = name
     return web.Response(body=_ENCODE.encode(obj), headers=JSON_HEADERS)
 
 

@@ -17,6 +17,7 @@ from adapters.providers import Dialect
 from proxy import anthropic_api, gemini_api, handlers, openai_api
 from proxy.config import ConfigError, Settings
 from proxy.errors import BodyTooLarge, MethodNotAllowed, NotFound, SluiceError, canonical_error
+from proxy.handlers import dialect_of
 from proxy.log import event
 from proxy.runtime import STATE, GatewayState, Runtime
 
@@ -36,18 +37,6 @@ def _request_id(request: web.Request) -> str:
     if given and len(given) <= _MAX_REQUEST_ID and given.isascii() and given.isprintable():
         return given
     return os.urandom(12).hex()
-
-
-def dialect_of(request: web.Request) -> Dialect:
-    """The caller's dialect, from the path alone, so that even a 404 answers in it."""
-    path = request.path
-    if path.startswith("/v1beta/") or ":" in path or "key" in request.query:
-        return "gemini"
-    if path.startswith("/v1/messages") or "anthropic-version" in request.headers:
-        return "anthropic"
-    if "x-goog-api-key" in request.headers:
-        return "gemini"
-    return "openai"
 
 
 def error_response(err: SluiceError, rid: str, dialect: Dialect = "openai") -> web.Response:

@@ -349,3 +349,40 @@ def test_gemini_count_tokens(dialect_gateway: Gateway, provider: str) -> None:
         assert 5 <= counted.total_tokens <= 20
     else:
         assert counted.total_tokens == 5
+
+
+def test_each_sdk_lists_models_in_its_own_shape(dialect_gateway: Gateway) -> None:
+    with anthropic.Anthropic(base_url=dialect_gateway.url, api_key=GATEWAY_KEY,
+                             max_retries=0) as client:
+        assert {m.id for m in client.models.list()} == {"to-openai", "to-anthropic",
+                                                         "to-gemini"}
+        assert client.models.retrieve("to-gemini").id == "to-gemini"
+    for version in ("v1beta", "v1"):
+        gclient = genai.Client(api_key=GATEWAY_KEY, http_options=gtypes.HttpOptions(
+            base_url=dialect_gateway.url, api_version=version,
+            retry_options=gtypes.HttpRetryOptions(attempts=1)))
+        try:
+            names = {m.name for m in gclient.models.list()}
+            assert names == {"models/to-openai", "models/to-anthropic", "models/to-gemini"}
+            assert gclient.models.get(model="to-openai").name == "models/to-openai"
+        finally:
+            gclient.close()
+    with openai.OpenAI(base_url=f"{dialect_gateway.url}/v1", api_key=GATEWAY_KEY) as oclient:
+        assert "to-anthropic" in {m.id for m in oclient.models.list()}
+
+
+def test_errors_answer_in_the_callers_dialect(dialect_gateway: Gateway) -> None:
+    with anthropic.Anthropic(base_url=dialect_gateway.url, api_key=GATEWAY_KEY,
+                             max_retries=0) as client, pytest.raises(anthropic.NotFoundError) as info:
+        client.messages.create(model="no-such", max_tokens=5,
+                               messages=[{"role": "user", "content": "x"}])
+    assert info.value.body["type"] == "error"  # type: ignore[index]
+    gclient = genai.Client(api_key="wrong-key", http_options=gtypes.HttpOptions(
+        base_url=dialect_gateway.url, api_version="v1beta",
+        retry_options=gtypes.HttpRetryOptions(attempts=1)))
+    try:
+        with pytest.raises(genai_errors.ClientError) as ginfo:
+            gclient.models.generate_content(model="to-openai", contents="x")
+        assert ginfo.value.code == 401
+    finally:
+        gclient.close()
