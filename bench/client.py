@@ -107,7 +107,7 @@ async def check(port: int, workload: Workload) -> tuple[str | None, str | None]:
     try:
         conn = await connect(port, keep_body=True)
         try:
-            answer = await conn.send(raw_request(workload.body, port))
+            answer = await conn.send(raw_request(workload, port))
         finally:
             conn.close()
     except (OSError, TimeoutError, httptools.HttpParserError) as e:
@@ -141,7 +141,7 @@ async def latency_1conn(
                 conns[name] = await connect(port)
             except OSError as e:
                 failed[name] = f"connect: {e}"
-        raws = {name: raw_request(workload.body, port) for name, port in ports.items()}
+        raws = {name: raw_request(workload, port) for name, port in ports.items()}
         for i in range(warmup + count):
             if time.monotonic() > deadline or not conns:
                 break
@@ -184,7 +184,7 @@ async def hold_streams(
     result = StreamsResult(requested=n)
     t0 = time.monotonic()
     gate = asyncio.Semaphore(connect_parallel)  # don't overflow the listen backlog with SYNs
-    raw = raw_request(workload.body, port, keep_alive=False)
+    raw = raw_request(workload, port, keep_alive=False)
 
     async def one() -> None:
         conn: Conn | None = None

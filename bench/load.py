@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.client import Conn, connect
-from bench.workloads import CLIENT_KEY, PATH, Workload, raw_request
+from bench.workloads import Workload, raw_request
 
 __all__ = ["LoadResult", "find_wrk", "run_python_load", "run_wrk"]
 
@@ -64,12 +64,13 @@ def _lua(workload: Workload) -> str:
     # The body goes in a Lua long string, which needs no escaping of JSON.
     body = workload.body.decode()
     assert "]==]" not in body
+    headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in workload.headers)
     return f"""
 wrk.method = "POST"
-wrk.path = "{PATH}"
+wrk.path = "{workload.path}"
 wrk.body = [==[{body}]==]
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {CLIENT_KEY}"
+{headers}
 
 -- One machine-readable line instead of parsing the human summary (latency in microseconds).
 function done(summary, latency, requests)
@@ -85,7 +86,7 @@ def run_wrk(
     wrk: str, port: int, workload: Workload, connections: int, seconds: int, tmp: Path
 ) -> LoadResult:
     """One wrk run. It inherits this process's pinning (the load core)."""
-    script = tmp / f"{workload.name}.lua"
+    script = tmp / (workload.label.replace(" ", "_").replace("->", "-to-") + ".lua")
     script.write_text(_lua(workload))
     argv = [
         wrk,
@@ -96,7 +97,7 @@ def run_wrk(
         "10s",
         "-s",
         str(script),
-        f"http://127.0.0.1:{port}{PATH}",
+        f"http://127.0.0.1:{port}{workload.path}",
     ]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + _WRK_SLACK_S, check=False
@@ -112,7 +113,7 @@ async def run_python_load(
     port: int, workload: Workload, connections: int, seconds: float
 ) -> LoadResult:
     """The fallback: `connections` keep-alive connections, each sending back to back."""
-    raw = raw_request(workload.body, port)
+    raw = raw_request(workload, port)
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds

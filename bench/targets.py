@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.procs import LOAD_CORE, PROXY_CORE, Proc, free_port, spawn, wait_http
-from bench.workloads import MODEL
+from bench.workloads import MODEL, TO_ANTHROPIC, TO_OPENAI
 
 __all__ = ["Target", "start_baseline", "start_sluice", "start_upstream"]
 
 _READY_S = 10.0  # the gateway must answer within this, or its column is skipped
 _UPSTREAM_KEY_ENV = "BENCH_UP_KEY"
+_CLAUDE = "claude-sonnet-4-6"  # the upstream model behind `to-anthropic`
 
 
 @dataclass
@@ -73,15 +74,25 @@ def start_baseline(
 
 
 def _sluice_config(path: Path, port: int, upstream: Target) -> None:
-    base_url = f"http://127.0.0.1:{upstream.port}/v1"
+    """Two providers of different kinds on the one fake upstream; the core workloads' model and
+    `to-openai` both go to the OpenAI one, `to-anthropic` to the Anthropic one."""
+    up = f"http://127.0.0.1:{upstream.port}"
+    key = f"env:{_UPSTREAM_KEY_ENV}"
     path.write_text(
         f"""server: {{host: 127.0.0.1, port: {port}}}
 providers:
-  up: {{kind: openai, base_url: "{base_url}", api_key: env:{_UPSTREAM_KEY_ENV}}}
+  oai: {{kind: openai, base_url: "{up}/v1", api_key: {key}}}
+  ant: {{kind: anthropic, base_url: "{up}", api_key: {key}}}
 models:
   {MODEL}:
     targets:
-      - {{provider: up, model: {MODEL}}}
+      - {{provider: oai, model: {MODEL}}}
+  {TO_OPENAI}:
+    targets:
+      - {{provider: oai, model: {MODEL}}}
+  {TO_ANTHROPIC}:
+    targets:
+      - {{provider: ant, model: {_CLAUDE}}}
 """
     )
 

@@ -82,6 +82,10 @@ class Behavior:
     refusal: bool = False  # stop_reason "refusal" with stop_details
     stop_reason: str | None = None  # force any stop reason (pause_turn, ...)
     compress: bool = False  # gzip/deflate non-streamed JSON answers when the client accepts it
+    # A scripted turn: called with each request's parsed JSON body (after the checks pass), it
+    # returns switches for that request alone (e.g. a tool call first, text once the tool's
+    # result comes back); None or {} keeps the others.
+    script: Callable[[Any], dict[str, Any] | None] | None = None
 
 
 @dataclass
@@ -353,6 +357,8 @@ class FakeAnthropic:
                 self.invalid.append(Violation("invalid_body", problem.detail, rec))
                 return self._error(400, "invalid_request_error", problem.message)
         b = dataclasses.replace(self.behavior, headers=dict(self.behavior.headers))
+        if b.script is not None and rec.json is not None:
+            b = dataclasses.replace(b, **(b.script(rec.json) or {}))
         status = self._take_status()
         if b.first_byte_delay:
             await asyncio.sleep(b.first_byte_delay)

@@ -90,6 +90,10 @@ class Behavior:
     usage: dict[str, Any] | None = None  # replaces usageMetadata in every answer
     content: str | None = None  # replaces the "echo: ..." reply text
     compress: bool = False  # gzip/deflate non-streamed JSON answers when the client accepts it
+    # A scripted turn: called with each request's parsed JSON body (after the checks pass), it
+    # returns switches for that request alone (e.g. a tool call first, text once the tool's
+    # result comes back); None or {} keeps the others.
+    script: Callable[[Any], dict[str, Any] | None] | None = None
 
 
 @dataclass
@@ -336,6 +340,8 @@ class FakeGemini:
                 self.invalid.append(Violation("invalid_body", problem.detail, rec))
                 return self._json(400, wire.invalid_argument(problem), array=array)
         b = dataclasses.replace(self.behavior, headers=dict(self.behavior.headers))
+        if b.script is not None and rec.json is not None:
+            b = dataclasses.replace(b, **(b.script(rec.json) or {}))
         status = self._take_status()
         if b.first_byte_delay:
             await asyncio.sleep(b.first_byte_delay)
