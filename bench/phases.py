@@ -7,6 +7,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import uvloop
 
@@ -17,7 +18,7 @@ from bench.report import Cell, Latency, Streams
 from bench.targets import Target, start_baseline, start_sluice, start_upstream
 from bench.workloads import STREAM, Workload
 
-__all__ = ["Plan", "latency_phase", "load_phase", "plan_rounds", "streams_phase"]
+__all__ = ["Lane", "Plan", "latency_phase", "load_phase", "plan_rounds", "streams_phase"]
 
 _LATENCY_WARMUP = 50  # requests per target before sampling: pools and caches filled
 _LATENCY_LIMIT_S = 60.0  # the whole one-connection phase of a workload, at most
@@ -44,11 +45,19 @@ def _load(plan: Plan, port: int, workload: Workload, seconds: int) -> LoadResult
     return uvloop.run(run_python_load(port, workload, plan.connections, seconds))
 
 
-@dataclass
-class _Tally:
-    """One target's rounds under one workload, summed."""
+class Lane(NamedTuple):
+    """One cell of a load phase: a target and what it is sent. Lanes of a phase take turns."""
 
     target: Target
+    workload: Workload
+    stream_events: int | None = None  # events one stream brings its caller, when known
+
+
+@dataclass
+class _Tally:
+    """One lane's rounds, summed."""
+
+    lane: Lane
     tool: str = ""
     requests: int = 0
     seconds: float = 0.0
@@ -72,21 +81,23 @@ class _Tally:
             self.round_cpu_us.append(round(1e6 * proxy_cpu / result.requests, 1))
 
 
-def _one_round(plan: Plan, tally: _Tally, upstream: Proc, workload: Workload) -> None:
+def _one_round(plan: Plan, tally: _Tally, upstream: Proc) -> None:
     """CPU from /proc around one load run; wrk's completed count is the denominator."""
-    proxy = tally.target.proc
+    target, workload = tally.lane.target, tally.lane.workload
+    proxy = target.proc
     proxy_before = cpu_seconds(proxy.pid) if proxy else 0.0
     upstream_before = cpu_seconds(upstream.pid)
-    result = _load(plan, tally.target.port, workload, plan.round_seconds)
+    result = _load(plan, target.port, workload, plan.round_seconds)
     proxy_cpu = cpu_seconds(proxy.pid) - proxy_before if proxy else 0.0
     tally.add(result, proxy_cpu, cpu_seconds(upstream.pid) - upstream_before)
 
 
-def _cell(tally: _Tally, workload: Workload) -> Cell:
-    proxy = tally.target.proc
+def _cell(tally: _Tally) -> Cell:
+    target, workload = tally.lane.target, tally.lane.workload
+    proxy = target.proc
     per_req = 1e6 / tally.requests if tally.requests else 0.0
     return Cell(
-        target=tally.target.name,
+        target=target.name,
         workload=workload.name,
         tool=tally.tool,
         rounds=len(tally.p50s),
@@ -101,6 +112,8 @@ def _cell(tally: _Tally, workload: Workload) -> Cell:
         proxy_core_pct=round(100 * tally.proxy_cpu / tally.seconds, 1) if proxy else None,
         upstream_cpu_us_per_req=round(tally.upstream_cpu * per_req, 1),
         peak_rss_mb=round(peak_rss_mb(proxy.pid), 1) if proxy else None,
+        route=workload.route,
+        stream_events=tally.lane.stream_events,
     )
 
 
@@ -112,27 +125,27 @@ def plan_rounds(plan: Plan) -> int:
 
 def load_phase(
     plan: Plan,
-    targets: list[Target],
+    lanes: list[Lane],
     upstream: Proc,
-    workload: Workload,
+    title: str,
     log: Callable[[str], None],
 ) -> list[Cell]:
-    """Warm each target up, then measure in short rounds that take turns between targets.
+    """Warm each lane up, then measure in short rounds that take turns between lanes.
 
     The machine is shared and its speed drifts by up to 2x over tens of seconds; taking turns
-    spreads that drift over every target alike, so the ratios between them hold."""
-    for target in targets:
-        log(f"warm-up {workload.name} -> {target.name}")
+    spreads that drift over every lane alike, so the ratios between them hold."""
+    for target, workload, _ in lanes:
+        log(f"warm-up {workload.label} -> {target.name}")
         _load(plan, target.port, workload, plan.warmup)
-    tallies = [_Tally(t) for t in targets]
+    tallies = [_Tally(lane) for lane in lanes]
     rounds = plan_rounds(plan)
     for r in range(rounds):
-        log(f"{workload.name}: round {r + 1}/{rounds}")
-        # Forward on even rounds, backward on odd ones: each target goes as often before as after
+        log(f"{title}: round {r + 1}/{rounds}")
+        # Forward on even rounds, backward on odd ones: each lane goes as often before as after
         # each other one, so that whatever the previous run leaves behind falls on all alike.
         for tally in tallies if r % 2 == 0 else reversed(tallies):
-            _one_round(plan, tally, upstream, workload)
-    return [_cell(t, workload) for t in tallies]
+            _one_round(plan, tally, upstream)
+    return [_cell(t) for t in tallies]
 
 
 def _p(values: list[float], q: int) -> float:

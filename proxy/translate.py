@@ -12,12 +12,12 @@ import time
 
 from aiohttp import web
 
-from adapters.canonical import StreamEnd, StreamStart, TranslationError, Usage
-from adapters.dialects import ADAPTERS
+from adapters.canonical import StreamEnd, StreamError, StreamStart, TranslationError, Usage
+from adapters.dialects import ADAPTERS, StreamEncoderLike
 from adapters.sse import SSEDecoder, SSEError
 from proxy.calls import Call
 from proxy.dispatch import Exchange
-from proxy.errors import UpstreamError, UpstreamProtocolError, canonical_error
+from proxy.errors import SluiceError, UpstreamError, UpstreamProtocolError, canonical_error
 from proxy.runtime import UpstreamAnswer
 
 __all__ = ["answer_translated"]
@@ -78,10 +78,10 @@ async def _pipe(request: web.Request, ex: Exchange, call: Call, answer: Upstream
             tail = [encoder.feed(e) for e in decoder.close()]
             await resp.write(b"".join(tail) + encoder.close())
         except (SSEError, TranslationError, ValueError) as err:
-            await resp.write(caller.stream_error_event(canonical_error(UpstreamProtocolError(
-                f"Provider '{ex.provider.name}' broke its stream: {err}"))))
+            broken = UpstreamProtocolError(f"Provider '{ex.provider.name}' broke its stream: {err}")
+            await resp.write(_ended_by(encoder, broken))
         except UpstreamError as err:
-            await resp.write(caller.stream_error_event(canonical_error(err)))
+            await resp.write(_ended_by(encoder, err))
         await resp.write_eof()
     except ConnectionResetError:
         pass  # the client went away; closing the answer aborts the upstream request
@@ -97,3 +97,8 @@ def _watch(ex: Exchange, event: object) -> None:
     elif isinstance(event, StreamEnd):
         _record_usage(ex, event.usage)
 
+
+
+def _ended_by(encoder: StreamEncoderLike, err: SluiceError) -> bytes:
+    """The caller's stream error event, and whatever closes its framing (Gemini's JSON array)."""
+    return encoder.feed(StreamError(canonical_error(err))) + encoder.close()

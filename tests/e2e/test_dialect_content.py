@@ -178,3 +178,24 @@ def test_claude_code_style_body_crosses_to_openai(dialect_gateway: Gateway,
     sent = fakes["openai"].requests[0].json
     assert sent["messages"][0] == {"role": "system", "content": "You are Claude Code."}
     assert "metadata" not in sent and "context_management" not in sent
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["whole", "mid-stream-error"])
+def test_gemini_json_array_stream_stays_valid_json(dialect_gateway: Gateway, fail: bool,
+                                                   fakes: dict[str, Any]) -> None:
+    """streamGenerateContent without ?alt=sse is one JSON array, even when the upstream fails."""
+    fakes["openai"].behavior.content = "one two three four five six"
+    if fail:
+        fakes["openai"].behavior.error_after = 3
+    resp = httpx.post(f"{dialect_gateway.url}/v1beta/models/to-openai:streamGenerateContent",
+                      json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+                      headers={"x-goog-api-key": GATEWAY_KEY}, timeout=20)
+    assert resp.status_code == 200
+    chunks = json.loads(resp.content)
+    assert isinstance(chunks, list) and chunks
+    if fail:
+        assert "error" in chunks[-1]
+    else:
+        text = "".join(p.get("text", "") for c in chunks
+                       for p in c["candidates"][0].get("content", {}).get("parts", []))
+        assert text == "one two three four five six"
