@@ -37,9 +37,9 @@ class _EncoderFactory(Protocol):
 
 class DialectAdapter(Protocol):
     @property
-    def StreamDecoder(self) -> _DecoderFactory: ...  # noqa: N802 - the class, as exported
+    def StreamDecoder(self) -> _DecoderFactory: ...
     @property
-    def StreamEncoder(self) -> _EncoderFactory: ...  # noqa: N802
+    def StreamEncoder(self) -> _EncoderFactory: ...
 
     def to_canonical_request(self, body: bytes, *, model: str | None = ...,
                              stream: bool | None = ...) -> Request: ...

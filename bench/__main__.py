@@ -1,8 +1,10 @@
 """`make bench`: what the gateway costs, side by side with a naive baseline, in the same run.
 
-Targets: direct to the fake upstream, the baseline pass-through, and Sluice; workloads: one chat
-completion and a 20-chunk stream. Exit 0 whether or not a target is met (it reports, it is not a
-test); non-zero only when the harness itself fails.
+Core: direct to the fake upstream, the baseline pass-through, and Sluice, each loaded with one
+chat completion and a 20-chunk stream. Dialects: Sluice alone, an OpenAI and an Anthropic caller
+each reaching an OpenAI and an Anthropic provider (same dialect: bytes forwarded; otherwise
+translated), the four routes of a workload taking turns. Exit 0 whether or not a target is met
+(it reports, it is not a test); non-zero only when the harness itself fails.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import uvloop
 
 from bench.client import check
 from bench.load import find_wrk
-from bench.phases import Plan, latency_phase, load_phase, plan_rounds, streams_phase
-from bench.procs import LOAD_CORE, PROXY_CORE, pin_self
+from bench.phases import Lane, Plan, latency_phase, load_phase, plan_rounds, streams_phase
+from bench.procs import LOAD_CORE, PROXY_CORE, Proc, pin_self
 from bench.report import Results, render, verdicts, write
 from bench.targets import Target, start_baseline, start_sluice, start_upstream
-from bench.workloads import WORKLOADS
+from bench.upstream import CHUNKS
+from bench.workloads import WORKLOADS, route_workloads
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -70,6 +73,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="wrk, the asyncio client, or wrk when it can be had (default)",
     )
     p.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
+    p.add_argument(
+        "--only",
+        choices=("all", "core", "translated"),
+        default="all",
+        help="core: direct, baseline and Sluice, OpenAI in and out; translated: Sluice's four "
+        "caller->provider routes, same-dialect and translated; all: both (default)",
+    )
     p.add_argument("--no-sluice", action="store_true", help="direct and baseline only")
     p.add_argument(
         "--results-dir",
@@ -78,6 +88,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="where <timestamp>.json and latest.json go (default bench/results)",
     )
     args = p.parse_args(argv)
+    if args.no_sluice and args.only == "translated":
+        p.error("--no-sluice leaves nothing to measure with --only translated")
     quick = args.quick
     args.duration = args.duration or (2 if quick else 12)
     args.round = min(args.round or (1 if quick else 2), args.duration)
@@ -114,9 +126,11 @@ def _sanity(targets: list[Target], notes: list[str]) -> None:
     """One request of each workload per target: a target that answers wrong is not measured."""
     for target in targets:
         for workload in WORKLOADS:
-            error, note = uvloop.run(check(target.port, workload))
-            if note:
-                notes.append(f"{target.name}: {note}")
+            error, events = uvloop.run(check(target.port, workload))
+            if events is not None and events != CHUNKS:
+                notes.append(
+                    f"{target.name}: {workload.name}: {events} events before [DONE], not {CHUNKS}"
+                )
             if error is None:
                 continue
             if target.name != "sluice":
@@ -124,29 +138,73 @@ def _sanity(targets: list[Target], notes: list[str]) -> None:
             target.skipped = target.skipped or f"answers wrongly: {error}"
 
 
+def _dialect_lanes(sluice: Target, stream: bool, notes: list[str]) -> list[Lane]:
+    """The routes that answer in their caller's shape; a route that does not is reported, with
+    the request and the gateway's log, and left out."""
+    assert sluice.proc is not None
+    lanes = []
+    for workload in route_workloads(stream):
+        error, events = uvloop.run(check(sluice.port, workload))
+        if error is None:
+            lanes.append(Lane(sluice, workload, events))
+            continue
+        tail = sluice.proc.log_tail(12).replace("\n", "\n    ")
+        notes.append(
+            f"sluice {workload.label} not measured: {error}\n"
+            f"  request: POST {workload.path} {workload.body.decode()}\n"
+            f"  the gateway's log ends:\n    {tail}"
+        )
+    return lanes
+
+
 def _progress(line: str) -> None:
     print(f"  {line}", file=sys.stderr, flush=True)
 
 
+def _core(plan: Plan, results: Results, upstream: Proc, targets: list[Target]) -> bool:
+    """Load cells and latency of direct, baseline and Sluice; whether Sluice was measured."""
+    _sanity([t for t in targets if not t.skipped], results.notes)
+    results.notes += [f"{t.name} skipped: {t.skipped}" for t in targets if t.skipped]
+    live = [t for t in targets if not t.skipped]
+    for workload in WORKLOADS:
+        lanes = [Lane(t, workload) for t in live]
+        results.cells += load_phase(plan, lanes, upstream, workload.name, _progress)
+    for workload in WORKLOADS:
+        _progress(f"one connection, {workload.name}")
+        rows, notes = latency_phase(plan, live, workload)
+        results.latency, results.notes = results.latency + rows, results.notes + notes
+    return any(t.name == "sluice" for t in live)
+
+
+def _dialects(plan: Plan, results: Results, upstream: Proc, sluice: Target) -> None:
+    """Sluice's four caller->provider routes, per workload, taking turns."""
+    if sluice.skipped:
+        return
+    for stream in (False, True):
+        lanes = _dialect_lanes(sluice, stream, results.notes)
+        if lanes:
+            title = f"{lanes[0].workload.name} dialects"
+            results.cells += load_phase(plan, lanes, upstream, title, _progress)
+
+
 def _measure(plan: Plan, args: argparse.Namespace, results: Results) -> None:
-    """Start the targets, run the three phases; every process is stopped on the way out."""
+    """Start the targets, run the phases asked for; every process is stopped on the way out."""
+    core = args.only in ("all", "core")
     with ExitStack() as stack:
         direct, upstream = start_upstream(stack, plan.tmp)
-        targets = [direct, start_baseline(stack, plan.tmp, direct)]
-        if not args.no_sluice:
-            targets.append(start_sluice(stack, plan.tmp, direct))
-        _sanity([t for t in targets if not t.skipped], results.notes)
-        results.notes += [f"{t.name} skipped: {t.skipped}" for t in targets if t.skipped]
-        live = [t for t in targets if not t.skipped]
-        for workload in WORKLOADS:
-            results.cells += load_phase(plan, live, upstream, workload, _progress)
-        for workload in WORKLOADS:
-            _progress(f"one connection, {workload.name}")
-            rows, notes = latency_phase(plan, live, workload)
-            results.latency, results.notes = results.latency + rows, results.notes + notes
-    _progress(f"{args.streams} concurrent streams")
-    rows, notes = streams_phase(plan, with_sluice=any(t.name == "sluice" for t in live))
-    results.streams, results.notes = rows, results.notes + notes
+        targets = [direct, start_baseline(stack, plan.tmp, direct)] if core else []
+        sluice = None if args.no_sluice else start_sluice(stack, plan.tmp, direct)
+        if sluice is not None:
+            targets.append(sluice)
+        with_sluice = _core(plan, results, upstream, targets) if core else False
+        if args.only in ("all", "translated") and sluice is not None:
+            if not core and sluice.skipped:
+                results.notes.append(f"sluice skipped: {sluice.skipped}")
+            _dialects(plan, results, upstream, sluice)
+    if core:
+        _progress(f"{args.streams} concurrent streams")
+        rows, notes = streams_phase(plan, with_sluice=with_sluice)
+        results.streams, results.notes = rows, results.notes + notes
 
 
 def _run(args: argparse.Namespace) -> Results:
@@ -178,7 +236,8 @@ def _run(args: argparse.Namespace) -> Results:
         _measure(plan, args, results)
     results.machine["loadavg_end"] = os.getloadavg()
     results.notes += [
-        f"{c.target} {c.workload}: {c.errors} errors in {c.requests} requests under load "
+        f"{' '.join(filter(None, (c.target, c.workload, c.route)))}: {c.errors} errors in "
+        f"{c.requests} requests under load "
         "(non-2xx answers count as requests, so CPU per request is suspect)"
         for c in results.cells
         if c.errors > 0.01 * max(c.requests, 1)

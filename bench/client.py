@@ -14,7 +14,16 @@ import httptools
 
 from bench.workloads import Workload, raw_request
 
-__all__ = ["Answer", "Conn", "StreamsResult", "check", "connect", "hold_streams", "latency_1conn"]
+__all__ = [
+    "Answer",
+    "Checked",
+    "Conn",
+    "StreamsResult",
+    "check",
+    "connect",
+    "hold_streams",
+    "latency_1conn",
+]
 
 _REQUEST_TIMEOUT_S = 30.0  # one answer; a stuck target fails the phase instead of hanging it
 
@@ -102,8 +111,21 @@ async def connect(
     return conn
 
 
-async def check(port: int, workload: Workload) -> tuple[str | None, str | None]:
-    """One request; (error, note). An error means the target cannot be measured."""
+class Checked(NamedTuple):
+    error: str | None  # set: the target cannot be measured with this workload
+    stream_events: int | None  # events one stream brought its caller; None when not a stream
+
+
+# How each caller dialect's answer is recognised: a non-streamed body holds the marker; a stream
+# ends with the end marker, and its events are counted by the event marker.
+_SHAPES = {
+    "openai": (b'"chat.completion"', b"data: [DONE]\n\n", b"data: "),
+    "anthropic": (b'"type":"message"', b'data: {"type":"message_stop"}\n\n', b"event: "),
+}
+
+
+async def check(port: int, workload: Workload) -> Checked:
+    """One request, and whether the answer has the shape the caller's SDK expects."""
     try:
         conn = await connect(port, keep_body=True)
         try:
@@ -111,18 +133,18 @@ async def check(port: int, workload: Workload) -> tuple[str | None, str | None]:
         finally:
             conn.close()
     except (OSError, TimeoutError, httptools.HttpParserError) as e:
-        return f"{workload.name}: {type(e).__name__}: {e}", None
+        return Checked(f"{workload.label}: {type(e).__name__}: {e}", None)
     head = answer.body[:300].decode(errors="replace")
     if answer.status != 200:
-        return f"{workload.name}: status {answer.status}: {head}", None
+        return Checked(f"{workload.label}: status {answer.status}: {head}", None)
+    marker, end, event = _SHAPES[workload.caller]
     if not workload.stream:
-        ok = b'"chat.completion"' in answer.body
-        return (None, None) if ok else (f"{workload.name}: not a chat.completion: {head}", None)
-    if not answer.body.endswith(b"data: [DONE]\n\n"):
-        return f"{workload.name}: stream does not end with data: [DONE]", None
-    events = answer.body.count(b"data: ") - 1
-    note = None if events == 20 else f"{workload.name}: {events} events before [DONE], not 20"
-    return None, note
+        ok = marker in answer.body
+        return Checked(None if ok else f"{workload.label}: not {marker.decode()}: {head}", None)
+    if not answer.body.endswith(end):
+        return Checked(f"{workload.label}: stream does not end with {end!r}", None)
+    # OpenAI's [DONE] is not an event of the answer.
+    return Checked(None, answer.body.count(event) - (workload.caller == "openai"))
 
 
 async def latency_1conn(

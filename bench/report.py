@@ -16,6 +16,8 @@ __all__ = ["Cell", "Latency", "Results", "Streams", "Verdict", "render", "verdic
 CPU_NON_STREAM_MAX = 0.7
 CPU_STREAM_MAX = 0.9
 RSS_500_STREAMS_MAX_MB = 80.0
+# Issue 4's: a translated request against the same-dialect path of its caller, same run.
+CPU_TRANSLATED_MAX = 2.0
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Cell:
     proxy_core_pct: float | None  # how busy the proxy's core was; ~100 means it was the limit
     upstream_cpu_us_per_req: float
     peak_rss_mb: float | None
+    route: str = ""  # "caller->provider" for the dialect cells; "" for the core ones
+    stream_events: int | None = None  # events one stream brings its caller (dialect cells)
 
 
 @dataclass
@@ -78,13 +82,14 @@ class Streams:
 @dataclass
 class Verdict:
     metric: str
-    baseline: float | None
+    baseline: float | None  # the reference: the naive baseline, or the same-dialect path
     sluice: float | None
     ratio: float | None
     target: str
     met: bool | None  # None: could not be measured
     # Sluice over baseline in each round, both measured back to back: the spread is the noise.
     ratio_rounds: list[float] = field(default_factory=list)
+    against: str = "baseline"  # or "same-dialect": Sluice translating against Sluice forwarding
 
 
 @dataclass
@@ -106,15 +111,34 @@ def _find(rows: list[Any], **match: str) -> Any | None:
     return None
 
 
-def _cpu_verdict(metric: str, base: Cell | None, ours: Cell | None, limit: float) -> Verdict:
+def _cpu_verdict(
+    metric: str, base: Cell | None, ours: Cell | None, limit: float, against: str = "baseline"
+) -> Verdict:
     b = base.proxy_cpu_us_per_req if base else None
     o = ours.proxy_cpu_us_per_req if ours else None
+    target = f"<= {limit:g}x {against} (us)"
     if base is None or ours is None or b is None or o is None or b <= 0:
-        return Verdict(metric, b, o, None, f"<= {limit:g}x baseline (us)", None)
+        return Verdict(metric, b, o, None, target, None, against=against)
     pairs = zip(base.proxy_cpu_us_rounds, ours.proxy_cpu_us_rounds, strict=False)
     per_round = [round(y / x, 3) for x, y in pairs if x > 0]
     ratio = round(o / b, 3)
-    return Verdict(metric, b, o, ratio, f"<= {limit:g}x baseline (us)", ratio <= limit, per_round)
+    return Verdict(metric, b, o, ratio, target, ratio <= limit, per_round, against)
+
+
+def _translated_verdicts(cells: list[Cell]) -> list[Verdict]:
+    """Each translated route against the same-dialect route of the same caller: same bodies,
+    same process, measured in the same turns."""
+    out = []
+    for workload in ("non-stream", "stream-20"):
+        for route in ("openai->anthropic", "anthropic->openai"):
+            caller = route.split("->")[0]
+            ref = _find(cells, target="sluice", workload=workload, route=f"{caller}->{caller}")
+            ours = _find(cells, target="sluice", workload=workload, route=route)
+            if ref is None and ours is None:
+                continue
+            metric = f"CPU/request {workload} {route}"
+            out.append(_cpu_verdict(metric, ref, ours, CPU_TRANSLATED_MAX, "same-dialect"))
+    return out
 
 
 def _added_verdict(metric: str, workload: str, attr: str, latency: list[Latency]) -> Verdict:
@@ -129,10 +153,13 @@ def _added_verdict(metric: str, workload: str, attr: str, latency: list[Latency]
 
 
 def verdicts(results: Results) -> list[Verdict]:
+    """Issue 3's targets when the core cells ran, issue 4's when the dialect cells did."""
+    if not any(c.route == "" for c in results.cells):
+        return _translated_verdicts(results.cells)
     out = []
     for workload, limit in (("non-stream", CPU_NON_STREAM_MAX), ("stream-20", CPU_STREAM_MAX)):
-        base = _find(results.cells, target="baseline", workload=workload)
-        ours = _find(results.cells, target="sluice", workload=workload)
+        base = _find(results.cells, target="baseline", workload=workload, route="")
+        ours = _find(results.cells, target="sluice", workload=workload, route="")
         out.append(_cpu_verdict(f"CPU/request {workload}", base, ours, limit))
     out.append(
         _added_verdict(
@@ -163,7 +190,7 @@ def verdicts(results: Results) -> list[Verdict]:
             None if s_rss is None else (s_rss <= RSS_500_STREAMS_MAX_MB and held),
         )
     )
-    return out
+    return out + _translated_verdicts(results.cells)
 
 
 def _fmt(value: float | int | None, digits: int = 1) -> str:
@@ -226,6 +253,41 @@ def _cells_table(cells: list[Cell]) -> str:
             _fmt(c.proxy_core_pct, 0),
             _fmt(c.upstream_cpu_us_per_req, 0),
             _fmt(c.peak_rss_mb),
+        ]
+        for c in cells
+    ]
+    return _table(headers, rows)
+
+
+def _dialects_table(cells: list[Cell]) -> str:
+    headers = [
+        "workload",
+        "caller->provider",
+        "path",
+        "events out",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "proxy CPU us/req",
+        "per round",
+        "proxy core %",
+        "upstream us/req",
+    ]
+    rows = [
+        [
+            c.workload,
+            c.route,
+            "same-dialect" if c.route.split("->")[0] == c.route.split("->")[-1] else "translated",
+            _fmt(c.stream_events),
+            _fmt(c.rps, 0),
+            _fmt(c.p50_ms, 2),
+            _fmt(c.p99_ms, 2),
+            _fmt(c.errors),
+            _fmt(c.proxy_cpu_us_per_req, 0),
+            _spread(c.proxy_cpu_us_rounds),
+            _fmt(c.proxy_core_pct, 0),
+            _fmt(c.upstream_cpu_us_per_req, 0),
         ]
         for c in cells
     ]
@@ -298,8 +360,8 @@ def _streams_table(streams: list[Streams]) -> str:
     return _table(headers, rows)
 
 
-def _verdicts_table(rows_in: list[Verdict]) -> str:
-    headers = ["metric", "target", "baseline", "sluice", "ratio", "per round", "verdict"]
+def _verdicts_table(rows_in: list[Verdict], reference: str, measured: str) -> str:
+    headers = ["metric", "target", reference, measured, "ratio", "per round", "verdict"]
     word = {True: "MET", False: "MISSED", None: "n/a"}
     rows = [
         [
@@ -321,30 +383,72 @@ def _loadavg(machine: dict[str, Any], key: str) -> str:
     return "/".join(f"{v:.1f}" for v in values) if values else "-"
 
 
+def _core_parts(results: Results) -> list[str]:
+    s = results.settings
+    core = [c for c in results.cells if not c.route]
+    verdicts_ = [v for v in results.verdicts if v.against == "baseline"]
+    parts = []
+    if core:
+        parts += [
+            "",
+            "Throughput and CPU (many connections; p50/p99: median over rounds)",
+            _cells_table(core),
+        ]
+    if results.latency:
+        parts += [
+            "",
+            f"Latency at one connection ({s['latency_requests']} sequential requests per target, "
+            "interleaved; added = over direct)",
+            _latency_table(results.latency),
+        ]
+    if results.streams:
+        parts += [
+            "",
+            f"{s['streams']} concurrent streams (fresh proxy processes, upstream paced "
+            f"{s['stream_chunk_delay']} s per chunk)",
+            _streams_table(results.streams),
+        ]
+    if verdicts_:
+        parts += [
+            "",
+            "Targets (Sluice against the baseline, same run)",
+            _verdicts_table(verdicts_, "baseline", "sluice"),
+        ]
+    return parts
+
+
+def _dialect_parts(results: Results) -> list[str]:
+    dialects = [c for c in results.cells if c.route]
+    verdicts_ = [v for v in results.verdicts if v.against == "same-dialect"]
+    parts = []
+    if dialects:
+        parts += [
+            "",
+            "Dialects through Sluice (caller endpoint -> provider kind on the same fake upstream; "
+            "the routes of a workload take turns; events out: per stream, to the caller)",
+            _dialects_table(dialects),
+        ]
+    if verdicts_:
+        parts += [
+            "",
+            "Targets (translated against the same caller's same-dialect path, same run)",
+            _verdicts_table(verdicts_, "same-dialect", "translated"),
+        ]
+    return parts
+
+
 def render(results: Results) -> str:
     s = results.settings
     parts = [
-        f"Sluice bench {results.timestamp}: {s['connections']} connections; per target and "
-        f"workload {s['rounds']} rounds of {s['round']} s taking turns, after {s['warmup']} s "
-        f"warm-up; loader {s['loader']}; "
+        f"Sluice bench {results.timestamp} ({s.get('only', 'all')}): {s['connections']} "
+        f"connections; per cell {s['rounds']} rounds of {s['round']} s taking turns, after "
+        f"{s['warmup']} s warm-up; loader {s['loader']}; "
         f"proxy on core {s['proxy_core']}, upstream and load on core {s['load_core']}",
         f"machine load average {_loadavg(results.machine, 'loadavg_start')} at start, "
         f"{_loadavg(results.machine, 'loadavg_end')} at end (other work on the machine "
         "is noise; the ratios, measured in turns, are what hold)",
-        "",
-        "Throughput and CPU (many connections; p50/p99: median over rounds)",
-        _cells_table(results.cells),
-        "",
-        f"Latency at one connection ({s['latency_requests']} sequential requests per target, "
-        "interleaved; added = over direct)",
-        _latency_table(results.latency),
-        "",
-        f"{s['streams']} concurrent streams (fresh proxy processes, upstream paced "
-        f"{s['stream_chunk_delay']} s per chunk)",
-        _streams_table(results.streams),
-        "",
-        "Targets (Sluice against the baseline, same run)",
-        _verdicts_table(results.verdicts),
+        *_core_parts(results),
+        *_dialect_parts(results),
     ]
     if results.notes:
         parts += ["", "Notes:", *(f"- {n}" for n in results.notes)]

@@ -46,7 +46,6 @@ from adapters.canonical import (
     ToolResult,
     TranslationError,
     Unsupported,
-    pack_call_id,
     unpack_call_id,
 )
 from adapters.openai import wire
@@ -430,8 +429,9 @@ def _effort(value: str, param: str) -> Reasoning:
 #   this dialect (DeepSeek's thinking mode answers 400 when the reasoning_content of a turn
 #   with tool calls is not passed back; others ignore it). Thinking from another dialect is
 #   dropped: its signature means nothing here.
-# - Tool call ids are sent packed with their provider_data (canonical.pack_call_id), exactly as
-#   an OpenAI-speaking upstream (another gateway) gave them; results use the same ids.
+# - Tool call ids are sent bare: provider_data (a Gemini thought signature) means nothing to an
+#   OpenAI-dialect provider, and OpenAI refuses ids over 40 characters, which a packed
+#   signature would exceed.
 # - `max_tokens`, not `max_completion_tokens`: OpenAI deprecated it for o-series models, but
 #   DeepSeek, Groq, DashScope, vLLM and Ollama document only `max_tokens`.
 # - `reasoning_effort` from the effort, else from budget_tokens in buckets that invert
@@ -444,15 +444,14 @@ def _effort(value: str, param: str) -> Reasoning:
 
 
 def from_canonical_request(req: Request, *, model: str) -> bytes:
-    ids = _packed_ids(req.messages)
     messages: list[MessageOut] = []
     if req.system:
         messages.append(SystemOut("system", "\n\n".join(t.text for t in req.system)))
     for i, msg in enumerate(req.messages):
         if msg.role == "assistant":
-            messages.append(_assistant_out(msg, i, ids))
+            messages.append(_assistant_out(msg, i))
         else:
-            _user_out(msg, i, ids, messages)
+            _user_out(msg, i, messages)
     tools = [ToolOut(function=FunctionDefOut(t.name, t.description, t.parameters))
              for t in req.tools]
     tool_choice: str | NamedChoiceOut | None = None
@@ -482,15 +481,7 @@ def from_canonical_request(req: Request, *, model: str) -> bytes:
     return ENCODE.encode(out)
 
 
-def _packed_ids(messages: list[Message]) -> dict[str, str]:
-    return {
-        b.id: pack_call_id(b.id, b.provider_data)
-        for m in messages if m.role == "assistant"
-        for b in m.content if isinstance(b, ToolCall) and b.provider_data
-    }
-
-
-def _assistant_out(msg: Message, i: int, ids: dict[str, str]) -> AssistantOut:
+def _assistant_out(msg: Message, i: int) -> AssistantOut:
     texts: list[str] = []
     calls: list[ToolCallOut] = []
     reasoning: list[str] = []
@@ -501,7 +492,7 @@ def _assistant_out(msg: Message, i: int, ids: dict[str, str]) -> AssistantOut:
             case ToolCall():
                 # An empty argument string is not JSON; servers that parse it would refuse it.
                 args = block.arguments or "{}"
-                calls.append(ToolCallOut(id=ids.get(block.id, block.id),
+                calls.append(ToolCallOut(id=block.id,
                                          function=FunctionOut(block.name, args)))
             case Thinking(text=text, source=None | "openai") if text:
                 reasoning.append(text)
@@ -514,7 +505,7 @@ def _assistant_out(msg: Message, i: int, ids: dict[str, str]) -> AssistantOut:
     return AssistantOut("assistant", content, calls or None, "".join(reasoning) or None)
 
 
-def _user_out(msg: Message, i: int, ids: dict[str, str], out: list[MessageOut]) -> None:
+def _user_out(msg: Message, i: int, out: list[MessageOut]) -> None:
     parts: list[wire.PartOut] = []
     for j, block in enumerate(msg.content):
         param = f"messages[{i}].content[{j}]"
@@ -533,7 +524,7 @@ def _user_out(msg: Message, i: int, ids: dict[str, str], out: list[MessageOut]) 
                 text = "".join(texts)
                 if block.is_error and text[:5].lower() != "error":
                     text = f"Error: {text}"
-                out.append(ToolMessageOut("tool", ids.get(block.call_id, block.call_id), text))
+                out.append(ToolMessageOut("tool", block.call_id, text))
             case Thinking():
                 pass
             case ToolCall():
