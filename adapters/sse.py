@@ -198,6 +198,17 @@ class SSEDecoder:
             # from before. partition() is a memchr without find()'s argument parsing. Measured
             # (bench/sse_decode.py): 0.5 µs against 0.8 µs for a 321-byte OpenAI event through
             # the general path, 0.7 against 1.3 µs for an Anthropic one.
+            end = len(chunk) - 4
+            if (
+                chunk[:6] == _DATA_PREFIX
+                and chunk.find(b"\r") == end
+                and chunk.find(b"\n") == end + 1
+                and chunk[end:] == b"\r\n\r\n"
+                and end <= self._max
+            ):
+                # Gemini frames each event `data: {...}` CRLF CRLF; without this the CR fold
+                # of the general path costs ~3 µs an event instead of ~0.5.
+                return [(chunk[6:end], None, self._last_id, None)]
             line, _, rest = chunk.partition(b"\n")
             event = None
             if line[:7] == _EVENT_PREFIX:
