@@ -34,7 +34,7 @@ from proxy.errors import (
     UnsupportedMediaType,
 )
 from proxy.runtime import STATE, VERSION, Runtime, UpstreamAnswer
-from proxy.stream import pipe_raw, pipe_sse
+from proxy.stream import UsageTap, pipe_stream
 from proxy.translate import answer_translated
 
 __all__ = ["JSON_HEADERS", "authenticate", "check_object", "dialect_of", "envelope_of", "health",
@@ -140,10 +140,10 @@ async def _answer_same_dialect(request: web.Request, ex: Exchange, call: Call,
     headers["Content-Type"] = content_type
     if call.stream:
         headers["Cache-Control"] = "no-cache"
-        if call.dialect == "openai" and content_type.startswith("text/event-stream"):
-            return await pipe_sse(request, ex, answer, headers)
-        if content_type.startswith("text/event-stream") or call.dialect == "gemini":
-            return await pipe_raw(request, answer, headers)
+        sse = content_type.startswith("text/event-stream")
+        if sse or call.dialect == "gemini":  # Gemini without ?alt=sse: a streamed JSON array
+            tap = UsageTap(ex) if sse and call.dialect == "openai" else None
+            return await pipe_stream(request, answer, headers, call.dialect, tap)
     try:
         data = await answer.read()
     finally:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from adapters.dialects import ADAPTERS
 from adapters.openai.envelope import canonical_usage, decode_usage, encode_error
+from adapters.providers import Dialect
 from adapters.sse import (
     MAX_EVENT_BYTES,
     EventTooLarge,
@@ -20,10 +22,10 @@ from adapters.sse import (
     first_event_end,
 )
 from proxy.dispatch import Exchange
-from proxy.errors import SluiceError, UpstreamError, UpstreamProtocolError
+from proxy.errors import SluiceError, UpstreamError, UpstreamProtocolError, canonical_error
 from proxy.runtime import UpstreamAnswer
 
-__all__ = ["UsageTap", "pipe_raw", "pipe_sse"]
+__all__ = ["UsageTap", "pipe_stream"]
 
 # Cheap pre-filter: OpenAI-compatible providers put `"usage":null` on ordinary chunks when usage
 # was requested and a usage object only on the last one; only chunks holding an object are
@@ -89,30 +91,28 @@ class UsageTap:
         return rest
 
 
-def _error_event(err: SluiceError) -> bytes:
-    # OpenAI streams report a failure as a data event holding an error object; the SDKs raise
-    # APIError on it.
-    return b"data: " + encode_error(err.message, err.type, err.param, err.code) + b"\n\n"
+async def pipe_stream(request: web.Request, answer: UpstreamAnswer, headers: dict[str, str],
+                      dialect: Dialect, tap: UsageTap | None = None) -> web.StreamResponse:
+    """Forward a same-dialect stream as it comes; `tap` (OpenAI) frames it to watch usage.
 
-
-async def pipe_sse(request: web.Request, ex: Exchange, answer: UpstreamAnswer,
-                   headers: dict[str, str]) -> web.StreamResponse:
+    An upstream failure after the first byte ends the stream with the dialect's own stream
+    error event, which each SDK raises on.
+    """
     resp = web.StreamResponse(status=200, headers=headers)
-    tap = UsageTap(ex)
     try:
         await resp.prepare(request)
         try:
             async for chunk in answer:
-                out = tap.feed(chunk)
+                out = tap.feed(chunk) if tap is not None else chunk
                 if out:
                     await resp.write(out)
-            tail = tap.close()
+            tail = tap.close() if tap is not None else b""
             if tail:
                 await resp.write(tail)
         except EventTooLarge as err:
-            await resp.write(_error_event(UpstreamProtocolError(str(err))))
+            await resp.write(_error_event(dialect, UpstreamProtocolError(str(err))))
         except UpstreamError as err:
-            await resp.write(_error_event(err))
+            await resp.write(_error_event(dialect, err))
         await resp.write_eof()
     except ConnectionResetError:
         # The client went away; closing the answer below aborts the upstream request.
@@ -122,22 +122,9 @@ async def pipe_sse(request: web.Request, ex: Exchange, answer: UpstreamAnswer,
     return resp
 
 
-async def pipe_raw(request: web.Request, answer: UpstreamAnswer,
-                   headers: dict[str, str]) -> web.StreamResponse:
-    """A same-dialect stream the gateway only forwards (Anthropic, Gemini): bytes as they come."""
-    resp = web.StreamResponse(status=200, headers=headers)
-    try:
-        await resp.prepare(request)
-        try:
-            async for chunk in answer:
-                await resp.write(chunk)
-        except UpstreamError:
-            # The bytes already sent are the provider's own; cutting the stream short is the
-            # honest signal (each SDK raises on a stream that ends without its final event).
-            pass
-        await resp.write_eof()
-    except ConnectionResetError:
-        pass
-    finally:
-        answer.close()
-    return resp
+def _error_event(dialect: Dialect, err: SluiceError) -> bytes:
+    if dialect == "openai":
+        # OpenAI streams report a failure as a data event holding an error object; keeping
+        # our own type and code (e.g. upstream_read_timeout) says more than the neutral form.
+        return b"data: " + encode_error(err.message, err.type, err.param, err.code) + b"\n\n"
+    return ADAPTERS[dialect].stream_error_event(canonical_error(err))

@@ -199,3 +199,15 @@ def test_gemini_json_array_stream_stays_valid_json(dialect_gateway: Gateway, fai
         text = "".join(p.get("text", "") for c in chunks
                        for p in c["candidates"][0].get("content", {}).get("parts", []))
         assert text == "one two three four five six"
+
+
+def test_same_dialect_stream_cut_ends_with_the_dialects_error_event(
+        ant: anthropic.Anthropic, fakes: dict[str, Any]) -> None:
+    """Anthropic -> Anthropic is forwarded as bytes; a cut upstream still ends in an
+    `event: error` the SDK understands, not a bare disconnect."""
+    fakes["anthropic"].behavior.content = "a b c d e f g h"
+    fakes["anthropic"].behavior.cut_after = 4
+    with pytest.raises(anthropic.APIStatusError, match=r"upstream|closed|ended"), \
+            ant.messages.stream(model="to-anthropic", max_tokens=50,
+                                messages=[{"role": "user", "content": "hi"}]) as stream:
+        stream.get_final_message()
