@@ -20,6 +20,9 @@ __all__ = ["Call", "Operation"]
 
 Operation = Literal["chat", "completions", "embeddings", "count_tokens"]
 
+# Marks a thinking signature the gateway made for an Anthropic caller (adapters/anthropic/wire.py).
+_FOREIGN_THINKING = b'"sluice:'  # a false positive only costs the canonical round trip
+
 # The OpenAI-dialect path of each operation, after an OpenAI base URL (which ends in /v1).
 _OPENAI_PATHS: dict[Operation, bytes] = {
     "chat": b"/chat/completions",
@@ -72,7 +75,15 @@ class Call:
                 return _OPENAI_PATHS[self.operation], body
             case "anthropic":
                 assert self.envelope is not None
-                body = self.envelope.patch(self.body, model, want_usage=False)
+                if _FOREIGN_THINKING in self.body:
+                    # History that another provider's reasoning passed through (signatures
+                    # the gateway made, `sluice:<dialect>:...`) would be refused as invalid
+                    # signatures; the canonical round trip drops those blocks and, where
+                    # Anthropic then requires thinking, turns thinking off for the turn.
+                    body = ADAPTERS["anthropic"].from_canonical_request(
+                        self.canonical(), model=model)
+                else:
+                    body = self.envelope.patch(self.body, model, want_usage=False)
                 path = b"/v1/messages/count_tokens" if self.operation == "count_tokens" \
                     else b"/v1/messages"
                 return path + self._query(), body

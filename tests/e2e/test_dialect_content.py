@@ -211,3 +211,20 @@ def test_same_dialect_stream_cut_ends_with_the_dialects_error_event(
             ant.messages.stream(model="to-anthropic", max_tokens=50,
                                 messages=[{"role": "user", "content": "hi"}]) as stream:
         stream.get_final_message()
+
+
+def test_gateway_made_signatures_never_reach_anthropic(ant: anthropic.Anthropic,
+                                                       fakes: dict[str, Any]) -> None:
+    """Regression: a conversation first served by another provider carries thinking blocks
+    signed `sluice:<dialect>:...`; forwarded as they are, Anthropic refuses the signature."""
+    history = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "from gpt", "signature": "sluice:openai:"},
+            {"type": "text", "text": "first answer"}]},
+        {"role": "user", "content": "second"},
+    ]
+    msg = ant.messages.create(model="to-anthropic", max_tokens=50, messages=history)
+    assert msg.content[0].type == "text"
+    sent = fakes["anthropic"].requests[0].body
+    assert b"sluice:" not in sent
