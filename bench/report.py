@@ -259,6 +259,11 @@ def _cells_table(cells: list[Cell]) -> str:
     return _table(headers, rows)
 
 
+def _translated(route: str) -> bool:
+    caller, _, provider = route.partition("->")
+    return caller != provider
+
+
 def _dialects_table(cells: list[Cell]) -> str:
     headers = [
         "workload",
@@ -278,7 +283,7 @@ def _dialects_table(cells: list[Cell]) -> str:
         [
             c.workload,
             c.route,
-            "same-dialect" if c.route.split("->")[0] == c.route.split("->")[-1] else "translated",
+            "translated" if _translated(c.route) else "same-dialect",
             _fmt(c.stream_events),
             _fmt(c.rps, 0),
             _fmt(c.p50_ms, 2),
