@@ -228,3 +228,65 @@ def test_gateway_made_signatures_never_reach_anthropic(ant: anthropic.Anthropic,
     assert msg.content[0].type == "text"
     sent = fakes["anthropic"].requests[0].body
     assert b"sluice:" not in sent
+
+
+def test_cached_and_reasoning_tokens_reach_openai_callers(oai: openai.OpenAI,
+                                                          fakes: dict[str, Any]) -> None:
+    fakes["anthropic"].behavior.cache_read = 6
+    done = oai.chat.completions.create(model="to-anthropic",
+                                       messages=[{"role": "user", "content": "one two"}])
+    assert done.usage is not None and done.usage.prompt_tokens_details is not None
+    assert done.usage.prompt_tokens_details.cached_tokens == 6
+    assert done.usage.prompt_tokens == 2 + 6  # all prompt tokens, cached ones included
+    fakes["gemini"].behavior.thoughts = "pondering deeply here"
+    fakes["gemini"].behavior.thoughts_tokens = 9
+    done = oai.chat.completions.create(model="to-gemini", reasoning_effort="low",
+                                       messages=[{"role": "user", "content": "one two"}])
+    assert done.usage is not None and done.usage.completion_tokens_details is not None
+    assert done.usage.completion_tokens_details.reasoning_tokens == 9
+
+
+def test_message_start_carries_the_real_input_count(dialect_gateway: Gateway) -> None:
+    """Gemini reports the prompt count on its first chunk: Anthropic's message_start says it."""
+    body = {"model": "to-gemini", "max_tokens": 50, "stream": True,
+            "messages": [{"role": "user", "content": "one two three"}]}
+    resp = httpx.post(f"{dialect_gateway.url}/v1/messages", json=body, timeout=20,
+                      headers={"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01"})
+    first = next(line for line in resp.text.splitlines() if line.startswith("data: "))
+    start = json.loads(first[6:])
+    assert start["type"] == "message_start"
+    assert start["message"]["usage"]["input_tokens"] == 3
+
+
+def test_gemini_thought_signature_round_trips_through_an_openai_caller(
+        oai: openai.OpenAI, fakes: dict[str, Any]) -> None:
+    """Gemini needs its thoughtSignature back on the functionCall; the OpenAI caller carries
+    it unknowingly in the tool call id."""
+    fake = fakes["gemini"]
+    fake.behavior.thoughts = "think first"
+    fake.behavior.function_call = {"name": "get_weather", "args": {"city": "Oslo"}}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    first = oai.chat.completions.create(model="to-gemini", tools=tools, reasoning_effort="low",
+                                        messages=[{"role": "user", "content": "weather?"}])
+    call = (first.choices[0].message.tool_calls or [])[0]
+    fake.behavior.function_call = None
+    oai.chat.completions.create(model="to-gemini", tools=tools, messages=[
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "cold"}])
+    contents = fake.requests[1].json["contents"]
+    model_turn = next(c for c in contents if c["role"] == "model")
+    signed = [p for p in model_turn["parts"] if "functionCall" in p]
+    assert signed and signed[0].get("thoughtSignature"), "the signature must come back"
+
+
+def test_gemini_key_in_the_query_is_accepted_and_never_forwarded(
+        dialect_gateway: Gateway, fakes: dict[str, Any]) -> None:
+    resp = httpx.post(f"{dialect_gateway.url}/v1beta/models/to-gemini:generateContent",
+                      params={"key": GATEWAY_KEY},
+                      json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+                      timeout=20)
+    assert resp.status_code == 200, resp.text
+    seen = fakes["gemini"].requests[0]
+    assert "key" not in seen.query
