@@ -6,7 +6,7 @@ PYTHON ?= python3
 STAMP  := $(VENV)/.sluice-installed
 DEVSTAMP := $(VENV)/.sluice-dev-installed
 
-.PHONY: run test check bench install dev clean
+.PHONY: run test test-clients check bench install dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ run: $(STAMP)
 test: $(DEVSTAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Real clients through the gateway, to fake providers of another dialect: Claude Code and Gemini
+# CLI, downloaded from npm into $(CLIENTS) (not part of `make test`; needs node and the registry).
+CLIENTS ?= .clients
+CLIENT_PACKAGES ?= @anthropic-ai/claude-code @google/gemini-cli
+
+test-clients: $(DEVSTAMP)
+	npm install --prefix $(CLIENTS) --no-audit --no-fund --loglevel=error $(CLIENT_PACKAGES)
+	@$(CLIENTS)/node_modules/.bin/claude --version
+	@$(CLIENTS)/node_modules/.bin/gemini --version
+	SLUICE_CLIENTS=$(abspath $(CLIENTS))/node_modules/.bin $(PY) -m pytest tests/clients $(PYTEST_ARGS)
+
 check: $(DEVSTAMP)
 	$(VENV)/bin/ruff check proxy adapters tests bench
 	$(VENV)/bin/mypy
@@ -37,4 +48,4 @@ bench: $(DEVSTAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CLIENTS) .pytest_cache .mypy_cache .ruff_cache

@@ -42,6 +42,9 @@ class ProviderSpec:
     wraps_rate_limit_in_500: bool = False
     # Served inside the gateway process (the offline demo model); no network at all.
     builtin: bool = False
+    # Takes `top_k` (vLLM, OpenRouter, DashScope do); OpenAI refuses it ("Unrecognized request
+    # argument supplied: top_k"), and Gemini CLI sends topK on every request.
+    takes_top_k: bool = True
 
 
 REGISTRY: dict[str, ProviderSpec] = {
@@ -53,6 +56,7 @@ REGISTRY: dict[str, ProviderSpec] = {
             base_url="https://api.openai.com/v1",
             env_key="OPENAI_API_KEY",
             passthrough_headers=_OPENAI_HEADERS,
+            takes_top_k=False,
         ),
         ProviderSpec(
             # Base URL without /v1, as ANTHROPIC_BASE_URL takes it.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 from multidict import CIMultiDictProxy
 
 from adapters.canonical import TranslationError, Usage
@@ -83,7 +84,10 @@ def _outgoing(call: Call, pr: ProviderRuntime, model: str) -> tuple[bytes, bytes
             f"{call.dialect}-compatible provider.", param="model")
     adapter = ADAPTERS[spec.dialect]
     try:
-        body = adapter.from_canonical_request(call.canonical(), model=model)
+        req = call.canonical()
+        if req.top_k is not None and not spec.takes_top_k:
+            req = msgspec.structs.replace(req, top_k=None)  # a sampling hint, meaningless there
+        body = adapter.from_canonical_request(req, model=model)
     except TranslationError as err:
         raise BadRequest(str(err), param=err.param) from None
     return adapter.request_path(model=model, stream=call.stream), body, True

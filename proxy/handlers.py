@@ -37,9 +37,18 @@ from proxy.runtime import STATE, VERSION, Runtime, UpstreamAnswer
 from proxy.stream import UsageTap, pipe_stream
 from proxy.translate import answer_translated
 
-__all__ = ["JSON_HEADERS", "authenticate", "check_object", "dialect_of", "envelope_of", "health",
-           "ping",
-           "read_body", "serve_call"]
+__all__ = [
+    "JSON_HEADERS",
+    "authenticate",
+    "check_object",
+    "dialect_of",
+    "envelope_of",
+    "health",
+    "ping",
+    "read_body",
+    "root",
+    "serve_call",
+]
 
 _ENCODE = msgspec.json.Encoder()
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -159,6 +168,12 @@ async def health(request: web.Request) -> web.Response:
     body = {"status": "ok", "version": VERSION,
             "uptime_s": round(time.time() - state.started_at, 3)}
     return web.Response(body=_ENCODE.encode(body), headers=JSON_HEADERS)
+
+
+async def root(request: web.Request) -> web.Response:
+    """`GET /`: some clients (Claude Code) probe the base URL before their first call."""
+    return web.Response(body=_ENCODE.encode({"service": "sluice", "version": VERSION}),
+                        headers=JSON_HEADERS)
 
 
 async def ping(request: web.Request) -> web.Response:

@@ -92,6 +92,7 @@ def _routes(app: web.Application) -> None:
     openai_api.add_routes(app)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/ping", handlers.ping)
+    app.router.add_get("/", handlers.root)
 
 
 def build_app(settings: Settings) -> web.Application:

@@ -279,7 +279,9 @@ def _format(c: GenerationConfig) -> ResponseFormat | None:
         raise Unsupported(f"responseMimeType '{mime}' cannot be carried to this model.",
                           "generationConfig.responseMimeType")
     schema = pick(c.response_json_schema, c.response_json_schema_)
-    if not isinstance(schema, dict):
+    if isinstance(schema, dict):
+        schema = gschema.lower_types(schema)
+    else:
         gemini_schema = pick(c.response_schema, c.response_schema_)
         schema = gschema.from_gemini_schema(gemini_schema) if gemini_schema else None
     if schema is None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["from_gemini_schema", "object_without_properties", "to_gemini_schema",
+__all__ = ["from_gemini_schema", "lower_types", "object_without_properties", "to_gemini_schema",
            "without_meta"]
 
 # A `$ref` chain deeper than this, or a schema that expands past this many nodes once refs are
@@ -323,4 +323,24 @@ def from_gemini_schema(schema: Any) -> Any:
             out["type"] = [out["type"], "null"]
         elif "anyOf" in out:
             out["anyOf"] = [*out["anyOf"], {"type": "null"}]
+    return out
+
+
+def lower_types(schema: Any) -> Any:
+    """JSON Schema with its `type` names lower-cased.
+
+    Gemini CLI sends responseJsonSchema with the OpenAPI enum spellings ("OBJECT", "STRING"),
+    which Gemini accepts and OpenAI and Anthropic refuse; JSON Schema's type names are
+    lower-case. Nothing else is touched.
+    """
+    if isinstance(schema, list):
+        return [lower_types(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: lower_types(v) for k, v in schema.items()}
+    kind = out.get("type")
+    if isinstance(kind, str):
+        out["type"] = kind.lower()
+    elif isinstance(kind, list):
+        out["type"] = [k.lower() if isinstance(k, str) else k for k in kind]
     return out

@@ -290,3 +290,14 @@ def test_gemini_key_in_the_query_is_accepted_and_never_forwarded(
     assert resp.status_code == 200, resp.text
     seen = fakes["gemini"].requests[0]
     assert "key" not in seen.query
+
+
+def test_top_k_is_not_sent_to_openai(dialect_gateway: Gateway, fakes: dict[str, Any]) -> None:
+    """Regression (Gemini CLI sends topK: 64 on every call): OpenAI refuses `top_k`."""
+    resp = httpx.post(f"{dialect_gateway.url}/v1beta/models/to-openai:generateContent",
+                      json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                            "generationConfig": {"topK": 64, "topP": 0.95}},
+                      headers={"x-goog-api-key": GATEWAY_KEY}, timeout=20)
+    assert resp.status_code == 200, resp.text
+    sent = fakes["openai"].requests[0].json
+    assert "top_k" not in sent and sent["top_p"] == 0.95

@@ -1394,3 +1394,16 @@ def test_text_before_results_in_one_message_still_puts_the_results_first() -> No
     ])
     parsed = check_provider_body(gemini.from_canonical_request(req, model=MODEL))
     assert [next(iter(p)) for p in parsed["contents"][2]["parts"]] == ["functionResponse", "text"]
+
+
+def test_uppercase_openapi_type_names_become_json_schema_ones() -> None:
+    """Regression: Gemini CLI's router sends responseJsonSchema typed "OBJECT"/"STRING",
+    which OpenAI and Anthropic refuse."""
+    from adapters.gemini import schema as gschema
+
+    raw = {"type": "OBJECT", "properties": {
+        "type": {"type": "STRING", "enum": ["A", "B"]},
+        "n": {"type": ["INTEGER", "null"]}}, "required": ["type"]}
+    assert gschema.lower_types(raw) == {"type": "object", "properties": {
+        "type": {"type": "string", "enum": ["A", "B"]},
+        "n": {"type": ["integer", "null"]}}, "required": ["type"]}
