@@ -19,6 +19,8 @@ import msgspec
 import yaml
 
 from adapters.providers import REGISTRY, ProviderSpec
+from proxy.breaker import BreakerPolicy
+from proxy.cooldown import CooldownPolicy
 from proxy.upstream import PoolLimits, Timeouts
 
 __all__ = [
@@ -90,6 +92,31 @@ class TimeoutsSection(_Section):
     pool: Duration = 30
 
 
+class CooldownSection(_Section):
+    rate_limit: Duration = 300  # used only when a 429 names no time
+    error: Duration = 60
+    threshold: Annotated[int, msgspec.Meta(ge=1)] = 5
+    window: Duration = 60
+    cap: Duration = 600  # no provider-given time is honoured beyond this
+
+
+class BreakerSection(_Section):
+    failure_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    window: Duration = 60
+    min_volume: Annotated[int, msgspec.Meta(ge=1)] = 10
+    open_for: Duration = 30
+    half_open_probes: Annotated[int, msgspec.Meta(ge=1)] = 2
+    close_after: Annotated[int, msgspec.Meta(ge=1)] = 2
+
+
+class RetrySection(_Section):
+    # Passes over a model's candidates (its targets, then its fallback groups' targets).
+    attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 2
+    backoff: Duration = 0.2  # base of the exponential backoff between passes (full jitter)
+    max_backoff: Duration = 5
+    deadline: Duration = 60  # no new attempt starts after this long
+
+
 class ProviderSection(_Section):
     kind: str
     base_url: str | None = None
@@ -98,6 +125,8 @@ class ProviderSection(_Section):
     headers: dict[str, str] = {}
     timeouts: TimeoutsSection = msgspec.field(default_factory=TimeoutsSection)
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 512
+    cooldown: CooldownSection = msgspec.field(default_factory=CooldownSection)
+    breaker: BreakerSection = msgspec.field(default_factory=BreakerSection)
 
 
 class TargetSection(_Section):
@@ -109,6 +138,8 @@ class TargetSection(_Section):
 
 class ModelSection(_Section):
     targets: Annotated[list[TargetSection], msgspec.Meta(min_length=1)]
+    # Model groups tried, in order, once every target of this one failed.
+    fallbacks: list[str] = []
 
 
 class ConfigFile(_Section):
@@ -117,6 +148,7 @@ class ConfigFile(_Section):
     keys: list[KeySection] = []
     providers: dict[str, ProviderSection] = {}
     models: dict[str, ModelSection] = {}
+    retry: RetrySection = msgspec.field(default_factory=RetrySection)
 
 
 # --- what the gateway runs on ---------------------------------------------------------------
@@ -138,6 +170,8 @@ class Provider:
     headers: tuple[tuple[str, str], ...]
     timeouts: Timeouts
     limits: PoolLimits
+    cooldown: CooldownPolicy
+    breaker: BreakerPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +188,19 @@ class Target:
 class ModelRoute:
     name: str
     targets: tuple[Target, ...]
+    fallbacks: tuple[str, ...] = ()
 
     @property
     def is_glob(self) -> bool:
         return any(c in self.name for c in "*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 2
+    backoff: float = 0.2
+    max_backoff: float = 5.0
+    deadline: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +221,7 @@ class Settings:
     providers: Mapping[str, Provider]
     # In config order: exact names are looked up first, then globs in this order.
     models: tuple[ModelRoute, ...]
+    retry: RetryPolicy
 
 
 # --- parsing helpers ------------------------------------------------------------------------
@@ -319,7 +363,12 @@ class _Resolver:
         t = sec.timeouts
         secs = [self.number(f"{path}.timeouts.{k}", parse_duration, getattr(t, k))
                 for k in ("connect", "read", "write", "pool")]
-        if None in secs:
+        c, b = sec.cooldown, sec.breaker
+        cool = [self.number(f"{path}.cooldown.{k}", parse_duration, getattr(c, k))
+                for k in ("rate_limit", "error", "window", "cap")]
+        brk = [self.number(f"{path}.breaker.{k}", parse_duration, getattr(b, k))
+               for k in ("window", "open_for")]
+        if None in secs or None in cool or None in brk:
             return None
         return Provider(
             name=name,
@@ -329,6 +378,12 @@ class _Resolver:
             headers=tuple(sec.headers.items()),
             timeouts=Timeouts(connect=secs[0], read=secs[1], write=secs[2], pool=secs[3]),
             limits=PoolLimits(max_connections=sec.max_connections),
+            cooldown=CooldownPolicy(rate_limit=cool[0], error=cool[1], threshold=c.threshold,
+                                    window=cool[2], cap=cool[3]),
+            breaker=BreakerPolicy(failure_ratio=b.failure_ratio, window=brk[0],
+                                  min_volume=b.min_volume, open_for=brk[1],
+                                  half_open_probes=b.half_open_probes,
+                                  close_after=b.close_after),
         )
 
     def model(self, name: str, sec: ModelSection, providers: Mapping[str, Provider]) -> ModelRoute:
@@ -342,7 +397,7 @@ class _Resolver:
             targets.append(Target(provider=provider, model=t.model, weight=t.weight))
         if targets and not any(t.weight for t in targets):
             self.problems.append(f"models.{name}: every target has weight 0")
-        return ModelRoute(name=name, targets=tuple(targets))
+        return ModelRoute(name=name, targets=tuple(targets), fallbacks=tuple(sec.fallbacks))
 
 
 def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
@@ -366,6 +421,14 @@ def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
         if p is not None:
             providers[name] = p
     models = tuple(r.model(name, sec, providers) for name, sec in cfg.models.items())
+    for route in models:
+        for i, group in enumerate(route.fallbacks):
+            if group not in cfg.models or group == route.name:
+                r.problems.append(f"models.{route.name}.fallbacks[{i}]: no other model group "
+                                  f"named {group!r}")
+    rs = cfg.retry
+    retry_secs = [r.number(f"retry.{k}", parse_duration, getattr(rs, k))
+                  for k in ("backoff", "max_backoff", "deadline")]
     if r.problems:
         raise ConfigError(r.problems, source)
     return Settings(
@@ -378,6 +441,8 @@ def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
         keys=tuple(keys),
         providers=providers,
         models=models,
+        retry=RetryPolicy(attempts=rs.attempts, backoff=retry_secs[0],
+                          max_backoff=retry_secs[1], deadline=retry_secs[2]),
     )
 
 

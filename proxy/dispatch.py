@@ -1,13 +1,19 @@
 """Send a request to the first target that answers, and turn upstream failures into errors.
 
-Until the traffic-control layer lands, targets are tried in the router's weighted order and the
-next one is tried only when no connection could be made (nothing was sent). Nothing reaches the
-client before an upstream answered 2xx, so the caller sees either a whole answer or one error.
+Candidates are a model's targets in balancing order, then its fallback groups'. A candidate
+whose (credential, model) cools down after a 429 or repeated failures, or whose circuit breaker
+is open, is skipped; a retryable failure (connect error, timeout, 408, 409, 429, 5xx, 401/403 of
+our own credential) moves on to the next candidate, and passes over the list repeat with
+full-jitter backoff within the retry policy's attempts and deadline. Nothing reaches the client
+before an upstream answered 2xx, so every retry happens before the first byte.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
+from collections.abc import Iterator
 
 import msgspec
 from multidict import CIMultiDictProxy
@@ -16,16 +22,17 @@ from adapters.canonical import TranslationError, Usage
 from adapters.dialects import ADAPTERS
 from adapters.openai import parse_error
 from proxy.calls import Call
-from proxy.config import GatewayKey, ModelRoute
+from proxy.config import GatewayKey, ModelRoute, Target
+from proxy.cooldown import retry_after_seconds
 from proxy.errors import (
+    AllCoolingDown,
     BadRequest,
     GatewayBusy,
     SluiceError,
-    UpstreamConnectError,
     UpstreamError,
     UpstreamStatusError,
 )
-from proxy.runtime import ProviderRuntime, Runtime, UpstreamAnswer
+from proxy.runtime import CredentialHeaders, ProviderRuntime, Runtime, UpstreamAnswer
 
 __all__ = ["Exchange", "open_upstream"]
 
@@ -60,9 +67,9 @@ class Exchange:
                 f" attempts={self.attempts} translated={self.translated}>")
 
 
-def _forwarded(pr: ProviderRuntime, caller_headers: CIMultiDictProxy[str]
-               ) -> list[tuple[bytes, bytes]]:
-    headers = pr.headers()
+def _forwarded(pr: ProviderRuntime, cred: CredentialHeaders,
+               caller_headers: CIMultiDictProxy[str]) -> list[tuple[bytes, bytes]]:
+    headers = cred.headers
     passthrough = pr.provider.spec.passthrough_headers
     if not passthrough:
         return headers
@@ -109,35 +116,127 @@ async def open_upstream(rt: Runtime, ex: Exchange, call: Call,
         raise
 
 
+def _candidates(rt: Runtime, route: ModelRoute) -> Iterator[Target]:
+    """The model's targets in balancing order, then each fallback group's, in order."""
+    yield from rt.router.order(route)
+    for group in route.fallbacks:
+        fallback = rt.router.resolve(group)
+        if fallback is not None:
+            yield from rt.router.order(fallback)
+
+
 async def _first_answer(rt: Runtime, ex: Exchange, call: Call,
                         caller_headers: CIMultiDictProxy[str]) -> UpstreamAnswer:
+    """Passes over the candidates, with full-jitter backoff between passes, until one answers
+    2xx, a non-retryable error comes back, or the attempts or the deadline run out."""
+    policy, traffic = rt.settings.retry, rt.traffic
+    deadline = time.monotonic() + policy.deadline
     last: SluiceError | None = None
-    for target in rt.router.order(ex.route):
-        pr = rt.providers[target.provider.name]
-        model = target.upstream_model(call.model)
-        path, payload, translated = _outgoing(call, pr, model)
-        ex.attempts += 1
-        ex.provider = pr
-        try:
-            answer = await pr.upstream.request(
-                b"POST", pr.upstream.base_path + path, _forwarded(pr, caller_headers), payload)
-        except UpstreamConnectError as err:
-            last = err
-            continue
+    for attempt in range(policy.attempts):
+        if attempt:
+            delay = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
+            delay *= traffic.rng.random()
+            if time.monotonic() + delay >= deadline:
+                break
+            await asyncio.sleep(delay)
+        sent_before = ex.attempts
+        for target in _candidates(rt, ex.route):
+            if time.monotonic() >= deadline:
+                break
+            answer, err = await _try(rt, ex, call, target, caller_headers)
+            if answer is not None:
+                return answer
+            if err is not None:
+                last = err
+        if ex.attempts == sent_before:
+            break  # nothing could be tried: waiting would not change that
+    raise _nothing_served(rt, ex, call, last)
+
+
+async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
+               caller_headers: CIMultiDictProxy[str]
+               ) -> tuple[UpstreamAnswer | None, SluiceError | None]:
+    """One attempt on one target: (answer, None), (None, retryable error), (None, None) when
+    the target was skipped; a non-retryable error is raised."""
+    traffic = rt.traffic
+    pr = rt.providers[target.provider.name]
+    model = target.upstream_model(call.model)
+    now = time.monotonic()
+    if traffic.cooldowns.remaining((pr.name, None), now):  # an operator's provider cooldown
+        return None, None
+    cred = pr.pick(model, traffic.cooldowns, now)
+    if cred is None:
+        return None, None
+    path, payload, translated = _outgoing(call, pr, model)
+    breaker = traffic.breakers.get((pr.name, model))
+    if not breaker.allow(now):
+        return None, None
+    ex.attempts += 1
+    ex.provider = pr
+    cool_key = (cred.label, model)
+    try:
+        answer = await pr.upstream.request(
+            b"POST", pr.upstream.base_path + path, _forwarded(pr, cred, caller_headers), payload)
+    except UpstreamError as err:
+        traffic.cooldowns.on_failure(cool_key, pr.provider.cooldown, time.monotonic(), err.code)
+        breaker.record(False, time.monotonic())
+        return None, err
+    except BaseException:
+        breaker.release_probe()
+        raise
+    if 200 <= answer.status < 300:
+        traffic.cooldowns.on_success(cool_key, sent_at=now)
+        breaker.record(True, time.monotonic())
         ex.upstream_model = model
         ex.translated = translated
-        if 200 <= answer.status < 300:
-            ex.strip_usage = (not translated and call.stream and not call.include_usage
-                              and pr.provider.spec.stream_usage_option)
-            return answer
-        raise await _status_error(pr, answer, call)
-    if last is None:
-        raise GatewayBusy(f"Model '{ex.requested_model}' has no target that can take requests.")
-    raise last
+        ex.strip_usage = (not translated and call.stream and not call.include_usage
+                          and pr.provider.spec.stream_usage_option)
+        return answer, None
+    failed, retry_after = await _status_error(pr, answer, call)
+    done = time.monotonic()
+    if failed.status == 429:
+        traffic.cooldowns.on_rate_limited(cool_key, pr.provider.cooldown, done, retry_after)
+        breaker.release_probe()  # throttled is not broken
+        return None, failed
+    if (answer.status >= 500 or answer.status in _RETRYABLE
+            or failed.code == "upstream_auth_failed"):
+        traffic.cooldowns.on_failure(cool_key, pr.provider.cooldown, done,
+                                     f"http_{answer.status}")
+        breaker.record(False, done)
+        return None, failed
+    breaker.record(True, done)  # the caller's request was at fault, not the provider
+    raise failed
 
 
-async def _status_error(pr: ProviderRuntime, answer: UpstreamAnswer, call: Call) -> SluiceError:
-    """An upstream non-2xx as the error the caller gets (the upstream's own message kept)."""
+def _nothing_served(rt: Runtime, ex: Exchange, call: Call,
+                    last: SluiceError | None) -> SluiceError:
+    now = time.monotonic()
+    cooling = [rt.traffic.cooldowns.remaining((c.label, t.upstream_model(call.model)), now)
+               for t in _candidates(rt, ex.route)
+               for c in rt.providers[t.provider.name].credentials]
+    if cooling and all(cooling):
+        wait = str(max(1, math.ceil(min(cooling))))
+        if last is not None and last.status == 429:
+            # The provider's own words say more; Retry-After says when a target is back.
+            last.headers = {**last.headers, "Retry-After": wait}
+            return last
+        return AllCoolingDown(
+            f"Every target of model '{ex.requested_model}' is cooling down after rate limits; "
+            f"the first recovers in {wait} s.", headers={"Retry-After": wait})
+    if last is not None:
+        return last
+    return GatewayBusy(
+        f"No target of model '{ex.requested_model}' can take requests now (circuit breakers "
+        "open after repeated failures); retry shortly.", headers={"Retry-After": "5"})
+
+
+_RETRYABLE = frozenset({408, 409})
+
+
+async def _status_error(pr: ProviderRuntime, answer: UpstreamAnswer, call: Call
+                        ) -> tuple[SluiceError, float | None]:
+    """An upstream non-2xx as the error the caller gets (the upstream's own message kept), and
+    how long the provider asked us to wait, if it did."""
     try:
         body = await answer.read()
     except UpstreamError:
@@ -146,7 +245,8 @@ async def _status_error(pr: ProviderRuntime, answer: UpstreamAnswer, call: Call)
         answer.close()
     status = answer.status
     spec = pr.provider.spec
-    etype = code = param = hint = None
+    etype = code = param = None
+    hint: float | None = None
     if spec.dialect == "openai":
         info = parse_error(body)
         if info is not None:
@@ -159,14 +259,15 @@ async def _status_error(pr: ProviderRuntime, answer: UpstreamAnswer, call: Call)
             status = 429
     else:
         err = ADAPTERS[spec.dialect].to_canonical_error(status, body)
-        message, param = err.message, err.param
+        message, param, hint = err.message, err.param, err.retry_after
         if err.kind == "rate_limit":
             status = 429
-        if err.retry_after is not None and answer.header(b"retry-after") is None:
-            hint = str(max(1, round(err.retry_after)))
-    retry_after = answer.header(b"retry-after")
-    return _policy(pr.name, status, message, etype, code, param,
-                   retry_after.decode() if retry_after else hint)
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in answer.headers}
+    retry_after = retry_after_seconds(headers, time.time())
+    if retry_after is None:
+        retry_after = hint
+    wait = str(max(1, math.ceil(retry_after))) if retry_after is not None else None
+    return _policy(pr.name, status, message, etype, code, param, wait), retry_after
 
 
 def _policy(provider: str, status: int, message: str, etype: str | None, code: str | None,

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from adapters.canonical import CanonicalError
 
 __all__ = [
+    "AllCoolingDown",
     "BadRequest",
     "BodyTooLarge",
     "GatewayBusy",
@@ -130,6 +131,15 @@ class GatewayBusy(SluiceError):
     status = 503
     type = "server_error"
     code = "gateway_unavailable"
+
+
+class AllCoolingDown(SluiceError):
+    """Every candidate of a model is cooling down after rate limits; Retry-After says when the
+    first one recovers."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "all_targets_cooling_down"
 
 
 # --- the upstream's fault -------------------------------------------------------------------

@@ -7,21 +7,24 @@ current runtime behind the app's typed key (aiohttp freezes the app, so the stat
 
 from __future__ import annotations
 
-import itertools
+import random
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from typing import Protocol
 
 from aiohttp import web
 
 from adapters.providers import AuthStyle
 from proxy.auth import KeyTable
+from proxy.breaker import BreakerPolicy, BreakerTable
 from proxy.config import Provider, Settings
+from proxy.cooldown import CooldownTable
 from proxy.echo import EchoUpstream
 from proxy.router import Router
 from proxy.upstream import UpstreamPool
 
-__all__ = ["STATE", "GatewayState", "ProviderRuntime", "Runtime", "Upstream", "UpstreamAnswer"]
+__all__ = ["STATE", "CredentialHeaders", "GatewayState", "ProviderRuntime", "Runtime", "Traffic",
+           "Upstream", "UpstreamAnswer"]
 
 VERSION = "0.1.0"
 _USER_AGENT = f"sluice/{VERSION}".encode()
@@ -45,10 +48,20 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
+class CredentialHeaders:
+    """One credential's prebuilt request headers; `label` names it (never the secret)."""
+
+    __slots__ = ("headers", "label")
+
+    def __init__(self, label: str, headers: list[tuple[bytes, bytes]]) -> None:
+        self.label = label
+        self.headers = headers
+
+
 class ProviderRuntime:
     """A provider's connection pool and its prebuilt request headers, one set per credential."""
 
-    __slots__ = ("_header_sets", "name", "provider", "upstream")
+    __slots__ = ("_next", "credentials", "name", "provider", "upstream")
 
     def __init__(self, provider: Provider, upstream: Upstream) -> None:
         self.provider = provider
@@ -57,15 +70,30 @@ class ProviderRuntime:
         common = [(b"content-type", b"application/json"), (b"user-agent", _USER_AGENT)]
         common += [(k.lower().encode(), v.encode()) for k, v in provider.spec.extra_headers]
         common += [(k.lower().encode(), v.encode()) for k, v in provider.headers]
-        sets = [[_auth_header(provider.spec.auth, cred.secret), *common]
-                for cred in provider.credentials if provider.spec.auth != "none"]
-        if not sets:
-            sets.append(common)
-        # Several credentials rotate request by request; per-credential cooldowns come later.
-        self._header_sets: Iterator[list[tuple[bytes, bytes]]] = itertools.cycle(sets)
+        self.credentials = [
+            CredentialHeaders(cred.label, [_auth_header(provider.spec.auth, cred.secret), *common])
+            for cred in provider.credentials if provider.spec.auth != "none"]
+        if not self.credentials:
+            self.credentials.append(CredentialHeaders(f"{provider.name} (no key)", common))
+        self._next = 0
+
+    def pick(self, model: str, cooldowns: CooldownTable, now: float) -> CredentialHeaders | None:
+        """The next credential (round robin) whose (credential, model) is not cooling down."""
+        creds = self.credentials
+        n = len(creds)
+        start = self._next
+        for i in range(n):
+            cred = creds[(start + i) % n]
+            if not cooldowns.remaining((cred.label, model), now):
+                self._next = (start + i + 1) % n
+                return cred
+        return None
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return next(self._header_sets)
+        """Headers of the next credential, cooldowns aside (token counting, health checks)."""
+        cred = self.credentials[self._next % len(self.credentials)]
+        self._next = (self._next + 1) % len(self.credentials)
+        return cred.headers
 
     def __repr__(self) -> str:
         return f"<ProviderRuntime {self.name} kind={self.provider.spec.kind} {self.upstream!r}>"
@@ -86,16 +114,34 @@ def _make_upstream(provider: Provider) -> Upstream:
     return UpstreamPool(provider.base_url, timeouts=provider.timeouts, limits=provider.limits)
 
 
-class Runtime:
-    __slots__ = ("keys", "providers", "router", "settings")
+class Traffic:
+    """Cooldowns and breakers: state that outlives a config reload (kept per target that still
+    exists), so it is owned by the gateway, not by one runtime."""
 
-    def __init__(self, settings: Settings) -> None:
+    __slots__ = ("breakers", "cooldowns", "rng")
+
+    def __init__(self, policy_for: Callable[[Hashable], BreakerPolicy]) -> None:
+        self.rng = random.Random()
+        self.cooldowns = CooldownTable(self.rng)
+        self.breakers = BreakerTable(policy_for)
+
+
+class Runtime:
+    __slots__ = ("keys", "providers", "router", "settings", "traffic")
+
+    def __init__(self, settings: Settings, traffic: Traffic | None = None) -> None:
         self.settings = settings
+        self.traffic = traffic or Traffic(self._breaker_policy)
         self.router = Router(settings)
         self.keys = KeyTable(settings.keys)
         self.providers: Mapping[str, ProviderRuntime] = {
             name: ProviderRuntime(p, _make_upstream(p)) for name, p in settings.providers.items()
         }
+
+    def _breaker_policy(self, key: Hashable) -> BreakerPolicy:
+        provider_name = key[0] if isinstance(key, tuple) else key
+        provider = self.settings.providers.get(str(provider_name))
+        return provider.breaker if provider is not None else BreakerPolicy()
 
     async def aclose(self) -> None:
         for p in self.providers.values():

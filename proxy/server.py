@@ -14,7 +14,7 @@ from aiohttp import web
 from adapters.dialects import ADAPTERS
 from adapters.openai import encode_error
 from adapters.providers import Dialect
-from proxy import anthropic_api, gemini_api, handlers, openai_api
+from proxy import anthropic_api, gemini_api, handlers, openai_api, ops
 from proxy.config import ConfigError, Settings
 from proxy.errors import BodyTooLarge, MethodNotAllowed, NotFound, SluiceError, canonical_error
 from proxy.handlers import dialect_of
@@ -93,6 +93,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/ping", handlers.ping)
     app.router.add_get("/", handlers.root)
+    ops.add_routes(app)
 
 
 def build_app(settings: Settings) -> web.Application:

@@ -6,6 +6,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -70,8 +71,19 @@ def _clean_fakes(request: pytest.FixtureRequest) -> Iterator[None]:
     for fake in fakes:
         fake.reset()
     yield
+    for name in ("gateway", "dialect_gateway"):
+        if name in request.fixturenames:
+            _recover_all(request.getfixturevalue(name))
     for fake in fakes:
         fake.assert_clean()
+
+
+def _recover_all(gw: Gateway) -> None:
+    """Cooldowns and breakers a test caused must not leak into the next test."""
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    status = httpx.get(f"{gw.url}/v0/operations/providers/status", headers=admin, timeout=10)
+    for name in status.json()["providers"]:
+        httpx.post(f"{gw.url}/v0/operations/providers/{name}/recover", headers=admin, timeout=10)
 
 
 def gateway_config(upstream: FakeOpenAI, router: FakeOpenAI) -> str:
@@ -130,6 +142,7 @@ def dialects_config(openai_fake: FakeOpenAI, anthropic_fake: FakeAnthropic,
                     gemini_fake: FakeGemini) -> str:
     """One model per provider dialect, each reachable from every caller dialect."""
     return textwrap.dedent(f"""\
+        admin: {{key: env:SLUICE_ADMIN_KEY}}
         keys:
           - {{name: team-a, key: env:SLUICE_KEY_TEAM_A}}
         providers:

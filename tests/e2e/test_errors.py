@@ -124,7 +124,9 @@ def test_upstream_429_keeps_retry_after(gateway: Gateway, upstream: FakeOpenAI,
     upstream.behavior.status, upstream.behavior.retry_after = 429, 7
     with pytest.raises(openai.RateLimitError) as info:
         sdk(f"{gateway.url}/v1").chat.completions.create(**CHAT)  # type: ignore[call-overload]
-    assert info.value.response.headers["Retry-After"] == "7"
+    # The provider asked for 7 s; the gateway cooled the target for that (plus <=10% spread)
+    # and answers with when it recovers.
+    assert 7 <= int(info.value.response.headers["Retry-After"]) <= 8
     assert "Rate limit reached" in info.value.message
 
 
@@ -133,7 +135,7 @@ def test_upstream_5xx_is_502(gateway: Gateway, upstream: FakeOpenAI) -> None:
     resp = post(gateway, CHAT)
     assert resp.status_code == 502
     assert "answered 500" in str(error_of(resp)["message"])
-    assert resp.headers["x-sluice-attempts"] == "1"
+    assert resp.headers["x-sluice-attempts"] == "2"  # one retry pass (retry.attempts: 2)
 
 
 def test_upstream_rejecting_our_credential_is_the_gateways_fault(
@@ -150,7 +152,7 @@ def test_unreachable_upstream_is_502(gateway: Gateway) -> None:
     resp = post(gateway, {**CHAT, "model": "nowhere"})
     assert resp.status_code == 502
     assert error_of(resp)["code"] == "upstream_unreachable"
-    assert (resp.headers["x-sluice-provider"], resp.headers["x-sluice-attempts"]) == ("dead", "1")
+    assert (resp.headers["x-sluice-provider"], resp.headers["x-sluice-attempts"]) == ("dead", "2")
 
 
 def test_upstream_timeout_is_504(gateway: Gateway, upstream: FakeOpenAI) -> None:
