@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -21,6 +21,7 @@ import yaml
 from adapters.providers import REGISTRY, ProviderSpec
 from proxy.breaker import BreakerPolicy
 from proxy.cooldown import CooldownPolicy
+from proxy.limits import RateLimit
 from proxy.upstream import PoolLimits, Timeouts
 
 __all__ = [
@@ -79,9 +80,15 @@ class AdminSection(_Section):
     allow_remote: bool = False
 
 
+class LimitSection(_Section):
+    rpm: Annotated[int, msgspec.Meta(ge=1)] | None = None  # requests per minute
+    tpm: Annotated[int, msgspec.Meta(ge=1)] | None = None  # tokens per minute (prompt + max_tokens)
+
+
 class KeySection(_Section):
     name: str
     key: str
+    limits: LimitSection = msgspec.field(default_factory=LimitSection)
 
 
 class TimeoutsSection(_Section):
@@ -127,6 +134,8 @@ class ProviderSection(_Section):
     max_connections: Annotated[int, msgspec.Meta(ge=1)] = 512
     cooldown: CooldownSection = msgspec.field(default_factory=CooldownSection)
     breaker: BreakerSection = msgspec.field(default_factory=BreakerSection)
+    # Per credential and upstream model, as the providers count them.
+    limits: LimitSection = msgspec.field(default_factory=LimitSection)
 
 
 class TargetSection(_Section):
@@ -134,12 +143,16 @@ class TargetSection(_Section):
     # None: the name the caller asked for (for glob routes such as "*" or "gpt-*").
     model: str | None = None
     weight: Weight = 1
+    priority: int = 0  # the `priority` strategy tries lower numbers first
+    price: Annotated[float, msgspec.Meta(ge=0)] | None = None  # USD per 1M tokens, for `cost`
 
 
 class ModelSection(_Section):
     targets: Annotated[list[TargetSection], msgspec.Meta(min_length=1)]
     # Model groups tried, in order, once every target of this one failed.
     fallbacks: list[str] = []
+    strategy: Literal["round_robin", "weighted", "least_busy", "latency", "cost", "priority",
+                      "quota_aware"] = "round_robin"
 
 
 class ConfigFile(_Section):
@@ -172,6 +185,7 @@ class Provider:
     limits: PoolLimits
     cooldown: CooldownPolicy
     breaker: BreakerPolicy
+    rate_limit: RateLimit
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +193,8 @@ class Target:
     provider: Provider
     model: str | None
     weight: int
+    priority: int = 0
+    price: float | None = None
 
     def upstream_model(self, requested: str) -> str:
         return self.model if self.model is not None else requested
@@ -189,6 +205,7 @@ class ModelRoute:
     name: str
     targets: tuple[Target, ...]
     fallbacks: tuple[str, ...] = ()
+    strategy: str = "round_robin"
 
     @property
     def is_glob(self) -> bool:
@@ -207,6 +224,7 @@ class RetryPolicy:
 class GatewayKey:
     name: str
     secret: str = field(repr=False)
+    limits: RateLimit = field(default_factory=RateLimit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +402,7 @@ class _Resolver:
                                   min_volume=b.min_volume, open_for=brk[1],
                                   half_open_probes=b.half_open_probes,
                                   close_after=b.close_after),
+            rate_limit=RateLimit(rpm=sec.limits.rpm, tpm=sec.limits.tpm),
         )
 
     def model(self, name: str, sec: ModelSection, providers: Mapping[str, Provider]) -> ModelRoute:
@@ -394,10 +413,12 @@ class _Resolver:
                 self.problems.append(
                     f"models.{name}.targets[{i}].provider: no provider named {t.provider!r}")
                 continue
-            targets.append(Target(provider=provider, model=t.model, weight=t.weight))
+            targets.append(Target(provider=provider, model=t.model, weight=t.weight,
+                                  priority=t.priority, price=t.price))
         if targets and not any(t.weight for t in targets):
             self.problems.append(f"models.{name}: every target has weight 0")
-        return ModelRoute(name=name, targets=tuple(targets), fallbacks=tuple(sec.fallbacks))
+        return ModelRoute(name=name, targets=tuple(targets), fallbacks=tuple(sec.fallbacks),
+                          strategy=sec.strategy)
 
 
 def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
@@ -408,7 +429,8 @@ def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
     for i, k in enumerate(cfg.keys):
         cred = r.secret(f"keys[{i}].key", k.key)
         if cred is not None:
-            keys.append(GatewayKey(name=k.name, secret=cred.secret))
+            keys.append(GatewayKey(name=k.name, secret=cred.secret,
+                                   limits=RateLimit(rpm=k.limits.rpm, tpm=k.limits.tpm)))
     names = [k.name for k in cfg.keys]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         r.problems.append(f"keys: the name {dup!r} is used twice")

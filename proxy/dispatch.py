@@ -32,7 +32,13 @@ from proxy.errors import (
     UpstreamError,
     UpstreamStatusError,
 )
-from proxy.runtime import CredentialHeaders, ProviderRuntime, Runtime, UpstreamAnswer
+from proxy.runtime import (
+    CredentialHeaders,
+    ProviderRuntime,
+    Runtime,
+    UpstreamAnswer,
+    target_name,
+)
 
 __all__ = ["Exchange", "open_upstream"]
 
@@ -43,8 +49,9 @@ _ERROR_QUOTE_MAX = 1000
 class Exchange:
     """One proxied request: who asked, for what, where it went and what it cost."""
 
-    __slots__ = ("attempts", "caller", "provider", "request_id", "requested_model", "route",
-                 "started", "strip_usage", "translated", "upstream_model", "usage")
+    __slots__ = ("attempts", "caller", "limit_key", "provider", "request_id", "requested_model",
+                 "route", "session", "started", "strip_usage", "tokens", "translated",
+                 "upstream_model", "usage")
 
     def __init__(self, request_id: str, caller: GatewayKey, route: ModelRoute, model: str) -> None:
         self.request_id = request_id
@@ -60,6 +67,9 @@ class Exchange:
         # The provider speaks another dialect than the caller: answers go through the adapters.
         self.translated = False
         self.started = time.monotonic()
+        self.session: str | None = None  # x-session-id: the same session, the same target
+        self.tokens = 0  # the up-front token estimate charged to rate limits
+        self.limit_key: tuple[str, str] | None = None  # the target bucket charged
 
     def __repr__(self) -> str:
         where = self.provider.name if self.provider else None
@@ -116,13 +126,14 @@ async def open_upstream(rt: Runtime, ex: Exchange, call: Call,
         raise
 
 
-def _candidates(rt: Runtime, route: ModelRoute) -> Iterator[Target]:
+def _candidates(rt: Runtime, route: ModelRoute, session: str | None = None
+                ) -> Iterator[Target]:
     """The model's targets in balancing order, then each fallback group's, in order."""
-    yield from rt.router.order(route)
+    yield from rt.order(route, session)
     for group in route.fallbacks:
         fallback = rt.router.resolve(group)
         if fallback is not None:
-            yield from rt.router.order(fallback)
+            yield from rt.order(fallback, session)
 
 
 async def _first_answer(rt: Runtime, ex: Exchange, call: Call,
@@ -140,7 +151,7 @@ async def _first_answer(rt: Runtime, ex: Exchange, call: Call,
                 break
             await asyncio.sleep(delay)
         sent_before = ex.attempts
-        for target in _candidates(rt, ex.route):
+        for target in _candidates(rt, ex.route, ex.session):
             if time.monotonic() >= deadline:
                 break
             answer, err = await _try(rt, ex, call, target, caller_headers)
@@ -167,26 +178,36 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
     cred = pr.pick(model, traffic.cooldowns, now)
     if cred is None:
         return None, None
+    cool_key = (cred.label, model)
+    limit = pr.provider.rate_limit
+    if not traffic.target_limits.check(cool_key, limit, ex.tokens, now).allowed:
+        return None, None  # over its own RPM/TPM: the next candidate, never a queue
     path, payload, translated = _outgoing(call, pr, model)
     breaker = traffic.breakers.get((pr.name, model))
     if not breaker.allow(now):
+        traffic.target_limits.cancel(cool_key, ex.tokens, now)
         return None, None
     ex.attempts += 1
     ex.provider = pr
-    cool_key = (cred.label, model)
+    stats = traffic.stats_for(target_name(target))
+    stats.started()
     try:
         answer = await pr.upstream.request(
             b"POST", pr.upstream.base_path + path, _forwarded(pr, cred, caller_headers), payload)
     except UpstreamError as err:
         traffic.cooldowns.on_failure(cool_key, pr.provider.cooldown, time.monotonic(), err.code)
         breaker.record(False, time.monotonic())
+        stats.finished(None, False)
         return None, err
     except BaseException:
         breaker.release_probe()
+        stats.finished(None, False)
         raise
+    stats.finished(time.monotonic() - now, 200 <= answer.status < 300)
     if 200 <= answer.status < 300:
         traffic.cooldowns.on_success(cool_key, sent_at=now)
         breaker.record(True, time.monotonic())
+        ex.limit_key = cool_key
         ex.upstream_model = model
         ex.translated = translated
         ex.strip_usage = (not translated and call.stream and not call.include_usage
@@ -212,7 +233,7 @@ def _nothing_served(rt: Runtime, ex: Exchange, call: Call,
                     last: SluiceError | None) -> SluiceError:
     now = time.monotonic()
     cooling = [rt.traffic.cooldowns.remaining((c.label, t.upstream_model(call.model)), now)
-               for t in _candidates(rt, ex.route)
+               for t in _candidates(rt, ex.route, ex.session)
                for c in rt.providers[t.provider.name].credentials]
     if cooling and all(cooling):
         wait = str(max(1, math.ceil(min(cooling))))

@@ -15,6 +15,7 @@ __all__ = [
     "AllCoolingDown",
     "BadRequest",
     "BodyTooLarge",
+    "CallerRateLimited",
     "GatewayBusy",
     "InvalidJSON",
     "MethodNotAllowed",
@@ -131,6 +132,14 @@ class GatewayBusy(SluiceError):
     status = 503
     type = "server_error"
     code = "gateway_unavailable"
+
+
+class CallerRateLimited(SluiceError):
+    """The caller's gateway key is over its own RPM/TPM limit."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
 
 
 class AllCoolingDown(SluiceError):

@@ -7,6 +7,7 @@ with the provider's own bytes (same dialect) or through the adapters (translated
 
 from __future__ import annotations
 
+import math
 import time
 
 import msgspec
@@ -28,11 +29,13 @@ from proxy.dispatch import Exchange, open_upstream
 from proxy.errors import (
     BadRequest,
     BodyTooLarge,
+    CallerRateLimited,
     InvalidJSON,
     MissingField,
     ModelNotFound,
     UnsupportedMediaType,
 )
+from proxy.limits import estimate_request_tokens
 from proxy.runtime import STATE, VERSION, Runtime, UpstreamAnswer
 from proxy.stream import UsageTap, pipe_stream
 from proxy.translate import answer_translated
@@ -129,17 +132,54 @@ async def serve_call(request: web.Request, rt: Runtime, caller: GatewayKey,
         raise ModelNotFound(call.model)
     rid: str = request["rid"]
     if call.operation == "count_tokens":
-        first = rt.router.order(route)[0]
+        first = rt.order(route)[0]
         if first.provider.spec.dialect != call.dialect:
             return await count_translated(rt, call, first, {"x-request-id": rid})
     ex = Exchange(rid, caller, route, call.model)
-    answer = await open_upstream(rt, ex, call, request.headers)
+    ex.session = request.headers.get("x-session-id")
+    ex.tokens = estimate_request_tokens(len(call.body), _max_tokens(call))
+    traffic, now = rt.traffic, time.monotonic()
+    decision = traffic.key_limits.check(caller.name, caller.limits, ex.tokens, now)
+    if not decision.allowed:
+        raise CallerRateLimited(
+            f"Gateway key '{caller.name}' is over its {decision.scope} limit "
+            f"({decision.limit} per minute); retry in {math.ceil(decision.retry_after)} s.",
+            headers=traffic.key_limits.headers(decision))
+    try:
+        answer = await open_upstream(rt, ex, call, request.headers)
+    except BaseException:
+        traffic.key_limits.cancel(caller.name, ex.tokens, now)
+        raise
     assert ex.provider is not None  # set by open_upstream on every answer it returns
     headers = {"x-request-id": rid, "x-sluice-provider": ex.provider.name,
                "x-sluice-attempts": str(ex.attempts)}
     if ex.translated:
-        return await answer_translated(request, ex, call, answer, headers)
-    return await _answer_same_dialect(request, ex, call, answer, headers)
+        resp = await answer_translated(request, ex, call, answer, headers)
+    else:
+        resp = await _answer_same_dialect(request, ex, call, answer, headers)
+    _reconcile(rt, ex)
+    return resp
+
+
+def _max_tokens(call: Call) -> int | None:
+    env = call.envelope
+    raw = env.fields.get("max_tokens") or env.fields.get("max_completion_tokens") \
+        if env is not None else None
+    if raw is None:
+        return None
+    value = bytes(raw)
+    return int(value) if value.isdigit() else None
+
+
+def _reconcile(rt: Runtime, ex: Exchange) -> None:
+    """Charge the buckets what the request really cost, once its usage is known."""
+    if ex.usage is None:
+        return
+    actual = ex.usage.input_tokens + ex.usage.output_tokens
+    now = time.monotonic()
+    rt.traffic.key_limits.reconcile(ex.caller.name, ex.tokens, actual, now)
+    if ex.limit_key is not None:
+        rt.traffic.target_limits.reconcile(ex.limit_key, ex.tokens, actual, now)
 
 
 async def _answer_same_dialect(request: web.Request, ex: Exchange, call: Call,

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from proxy.balance import Strategy
 from proxy.config import parse_duration
 from proxy.errors import BadRequest, NotFound, SluiceError, Unauthorized
 from proxy.runtime import STATE, ProviderRuntime, Runtime
@@ -144,8 +145,23 @@ async def recover_provider(request: web.Request) -> web.Response:
     return _json({"provider": pr.name, "recovered": recovered})
 
 
+async def load_balancing_status(request: web.Request) -> web.Response:
+    rt = _admin(request)
+    models = {}
+    for route in rt.router.listed():
+        candidates = rt.candidates(route)
+        models[route.name] = {
+            "strategy": route.strategy,
+            "fallbacks": list(route.fallbacks),
+            "targets": rt.traffic.balancer.scores(Strategy(route.strategy), route.name,
+                                                  candidates),
+        }
+    return _json({"models": models})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v0/operations/providers/status", providers_status)
     app.router.add_get("/v0/operations/cooldown/status", cooldown_status)
     app.router.add_post("/v0/operations/providers/{name}/cooldown", cool_provider)
     app.router.add_post("/v0/operations/providers/{name}/recover", recover_provider)
+    app.router.add_get("/v0/operations/load_balancing/status", load_balancing_status)

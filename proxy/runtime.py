@@ -16,17 +16,21 @@ from aiohttp import web
 
 from adapters.providers import AuthStyle
 from proxy.auth import KeyTable
+from proxy.balance import Balancer, Candidate, Strategy, TargetStats
 from proxy.breaker import BreakerPolicy, BreakerTable
-from proxy.config import Provider, Settings
+from proxy.config import ModelRoute, Provider, Settings, Target
 from proxy.cooldown import CooldownTable
 from proxy.echo import EchoUpstream
+from proxy.limits import Limiter
 from proxy.router import Router
 from proxy.upstream import UpstreamPool
 
 __all__ = ["STATE", "CredentialHeaders", "GatewayState", "ProviderRuntime", "Runtime", "Traffic",
-           "Upstream", "UpstreamAnswer"]
+           "Upstream", "UpstreamAnswer", "target_name"]
 
 VERSION = "0.1.0"
+# Candidate lists are cached per route name; names of ad-hoc routes come from callers.
+_CANDIDATE_CACHE_MAX = 4096
 _USER_AGENT = f"sluice/{VERSION}".encode()
 
 
@@ -115,28 +119,67 @@ def _make_upstream(provider: Provider) -> Upstream:
 
 
 class Traffic:
-    """Cooldowns and breakers: state that outlives a config reload (kept per target that still
-    exists), so it is owned by the gateway, not by one runtime."""
+    """Cooldowns, breakers, rate-limit buckets, balancing turns and per-target statistics:
+    state that outlives a config reload (kept per target that still exists), so it is owned by
+    the gateway, not by one runtime."""
 
-    __slots__ = ("breakers", "cooldowns", "rng")
+    __slots__ = ("balancer", "breakers", "cooldowns", "key_limits", "rng", "stats",
+                 "target_limits")
 
     def __init__(self, policy_for: Callable[[Hashable], BreakerPolicy]) -> None:
         self.rng = random.Random()
         self.cooldowns = CooldownTable(self.rng)
         self.breakers = BreakerTable(policy_for)
+        self.balancer = Balancer(self.rng)
+        self.stats: dict[str, TargetStats] = {}
+        self.key_limits = Limiter()
+        self.target_limits = Limiter()
+
+    def stats_for(self, name: str) -> TargetStats:
+        stats = self.stats.get(name)
+        if stats is None:
+            stats = self.stats[name] = TargetStats()
+        return stats
+
+
+def target_name(target: Target) -> str:
+    """A target's stable name: `provider/model` (`*` for "the name the caller asked")."""
+    return f"{target.provider.name}/{target.model or '*'}"
 
 
 class Runtime:
-    __slots__ = ("keys", "providers", "router", "settings", "traffic")
+    __slots__ = ("_candidates", "keys", "providers", "router", "settings", "traffic")
 
     def __init__(self, settings: Settings, traffic: Traffic | None = None) -> None:
         self.settings = settings
         self.traffic = traffic or Traffic(self._breaker_policy)
+        self._candidates: dict[str, tuple[Candidate, ...]] = {}
         self.router = Router(settings)
         self.keys = KeyTable(settings.keys)
         self.providers: Mapping[str, ProviderRuntime] = {
             name: ProviderRuntime(p, _make_upstream(p)) for name, p in settings.providers.items()
         }
+
+    def order(self, route: ModelRoute, sticky: str | None = None) -> list[Target]:
+        """The route's targets in the order its strategy (and the caller's session) says."""
+        if len(route.targets) == 1 and sticky is None:
+            return list(route.targets)
+        ordered = self.traffic.balancer.order(Strategy(route.strategy), route.name,
+                                              self.candidates(route), sticky)
+        return [c.key for c in ordered]  # type: ignore[misc]
+
+    def candidates(self, route: ModelRoute) -> tuple[Candidate, ...]:
+        """What the balancer sees of the route's targets (built once per route)."""
+        candidates = self._candidates.get(route.name)
+        if candidates is None or candidates[0].key not in route.targets:
+            candidates = tuple(
+                Candidate(key=t, weight=t.weight, priority=t.priority, price=t.price,
+                          stats=self.traffic.stats_for(target_name(t)), name=target_name(t))
+                for t in route.targets)
+            if len(self._candidates) >= _CANDIDATE_CACHE_MAX:
+                self._candidates.clear()
+            self._candidates[route.name] = candidates
+        return candidates
 
     def _breaker_policy(self, key: Hashable) -> BreakerPolicy:
         provider_name = key[0] if isinstance(key, tuple) else key

@@ -3,6 +3,7 @@ breakers, retries, fallbacks, and the operations API that shows and steers them.
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import ADMIN_KEY, GATEWAY_ENV, GATEWAY_KEY, UPSTREAM_KEY
+from tests.e2e.conftest import ADMIN_KEY, GATEWAY_ENV, GATEWAY_KEY, ROUTER_KEYS, UPSTREAM_KEY
 from tests.fakes.openai_provider import FakeOpenAI
 from tests.harness import Gateway, ThreadLoop
 
@@ -37,12 +38,15 @@ def tgw(tmp_path_factory: pytest.TempPathFactory, trio: list[FakeOpenAI]) -> Ite
     breaker = "breaker: {min_volume: 3, failure_ratio: 0.5, open_for: 1s, close_after: 1}"
     config = textwrap.dedent(f"""\
         admin: {{key: env:SLUICE_ADMIN_KEY}}
-        keys: [{{name: team-a, key: env:SLUICE_KEY_TEAM_A}}]
+        keys:
+          - {{name: team-a, key: env:SLUICE_KEY_TEAM_A}}
+          - {{name: tiny, key: env:K1, limits: {{rpm: 2}}}}
         retry: {{attempts: 2, backoff: 50ms, max_backoff: 200ms, deadline: 10s}}
         providers:
           pa: {{kind: openai, base_url: "{a}", api_key: env:UP_OPENAI_KEY, {fast}, {breaker}}}
           pb: {{kind: openai, base_url: "{b}", api_key: env:UP_OPENAI_KEY, {fast}, {breaker}}}
           pc: {{kind: openrouter, base_url: "{c}", api_key: env:UP_OPENAI_KEY, {fast}}}
+          pl: {{kind: openai, base_url: "{c}", api_key: env:UP_OPENAI_KEY, limits: {{rpm: 1}}}}
         models:
           pair:
             targets:
@@ -57,6 +61,16 @@ def tgw(tmp_path_factory: pytest.TempPathFactory, trio: list[FakeOpenAI]) -> Ite
             fallbacks: [backup]
           backup:
             targets: [{{provider: pb, model: gpt-4o-mini}}]
+          rotating:
+            strategy: round_robin
+            targets:
+              - {{provider: pa, model: gpt-4o-mini}}
+              - {{provider: pb, model: gpt-4o-mini}}
+          limited:
+            strategy: priority
+            targets:
+              - {{provider: pl, model: gpt-4o-mini, priority: 0}}
+              - {{provider: pb, model: gpt-4o-mini, priority: 1}}
         """)
     gw = Gateway(tmp_path_factory.mktemp("gw-traffic"), config, GATEWAY_ENV).start()
     yield gw
@@ -203,3 +217,45 @@ def test_operations_api(tgw: Gateway, chat: Callable[..., Any], trio: list[FakeO
     assert httpx.post(f"{tgw.url}/v0/operations/providers/pa/recover",
                       headers=ADMIN).json()["recovered"] == 1
     assert chat("pair").headers["x-sluice-provider"] == "pa"
+
+
+def test_round_robin_alternates_and_sessions_stick(tgw: Gateway, chat: Callable[..., Any]) -> None:
+    seen = [chat("rotating").headers["x-sluice-provider"] for _ in range(6)]
+    assert seen.count("pa") == seen.count("pb") == 3
+    assert all(x != y for x, y in itertools.pairwise(seen))
+    with openai.OpenAI(base_url=f"{tgw.url}/v1", api_key=GATEWAY_KEY, max_retries=0) as client:
+        sticky = {client.chat.completions.with_raw_response.create(
+            model="rotating", messages=HI, extra_headers={"x-session-id": "conv-42"}
+        ).headers["x-sluice-provider"] for _ in range(5)}
+    assert len(sticky) == 1, "one session, one target"
+
+
+def test_a_target_over_its_rpm_is_skipped(chat: Callable[..., Any]) -> None:
+    first = chat("limited")
+    assert first.headers["x-sluice-provider"] == "pl"
+    second = chat("limited")  # pl allows 1 request a minute: the next tier serves
+    assert second.headers["x-sluice-provider"] == "pb"
+
+
+def test_a_caller_over_its_own_limit_gets_429_with_headers(tgw: Gateway) -> None:
+
+    with openai.OpenAI(base_url=f"{tgw.url}/v1", api_key=ROUTER_KEYS[0],
+                       max_retries=0) as client:
+        for _ in range(2):
+            client.chat.completions.create(model="rotating", messages=HI)
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(model="rotating", messages=HI)
+    headers = info.value.response.headers
+    assert int(headers["Retry-After"]) >= 1
+    assert headers["x-ratelimit-limit-requests"] == "2"
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert "tiny" in info.value.message and "rpm" in info.value.message
+
+
+def test_load_balancing_status(tgw: Gateway, chat: Callable[..., Any]) -> None:
+    chat("rotating")
+    status = httpx.get(f"{tgw.url}/v0/operations/load_balancing/status", headers=ADMIN).json()
+    rotating = status["models"]["rotating"]
+    assert rotating["strategy"] == "round_robin"
+    assert {t["target"] for t in rotating["targets"]} == {"pa/gpt-4o-mini", "pb/gpt-4o-mini"}
+    assert status["models"]["with-fallback"]["fallbacks"] == ["backup"]
