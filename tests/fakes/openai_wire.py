@@ -1,43 +1,23 @@
-"""OpenAI wire format for the fake provider: request validation and response bodies. No IO.
-
-Requests are validated against the official SDK's own request TypedDicts
-(`openai.types.chat.CompletionCreateParams`, `openai.types.CompletionCreateParams`,
-`openai.types.EmbeddingCreateParams`). Two things make a plain `TypeAdapter` over them too lax:
-
-- the SDK annotates lists as `Iterable[...]`, which pydantic validates *lazily* (it returns a
-  `ValidatorIterator` and checks the items only when iterated), so `messages: [{"bad": 1}]` passes;
-- TypedDicts ignore unknown keys, while the OpenAI API answers 400 "Unrecognized request argument
-  supplied".
-
-So the types are rewritten once, at import, into eager twins (`Iterable`/`Sequence` -> `list`,
-TypedDicts optionally `extra="forbid"`), and validated in pydantic's strict mode on the raw JSON
-(`"5"` is not an integer on the wire).
+"""OpenAI wire format for the fake provider: answer bodies, errors, framing. No IO.
 
 Response shapes follow the SDK's response models (`ChatCompletion`, `ChatCompletionChunk`,
-`Completion`, `CreateEmbeddingResponse`, `Model`) and the API reference examples.
+`Completion`, `CreateEmbeddingResponse`, `Model`) and the API reference examples. What the fake
+accepts is in `openai_checks`.
 """
 
 from __future__ import annotations
 
 import base64
-import collections.abc as cabc
 import hashlib
 import json
-import re
 import struct
-import typing
 from dataclasses import dataclass
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
-import typing_extensions as te
-from openai.types import CompletionCreateParams as _LegacyParams
-from openai.types import EmbeddingCreateParams as _EmbeddingParams
-from openai.types.chat import CompletionCreateParams as _ChatParams
-from pydantic import TypeAdapter, ValidationError
+from tests.fakes.text import split_chars, split_text, words
 
 __all__ = [
     "STREAM_ERROR",
-    "BodyProblem",
     "Reply",
     "chat_completion",
     "chat_reply_text",
@@ -59,185 +39,17 @@ __all__ = [
     "unknown_model_error",
     "unknown_route_error",
     "usage_object",
-    "validate_body",
     "words",
     "wrong_key_error",
 ]
 
 SYSTEM_FINGERPRINT = "fp_fake0001"
 MODEL_CREATED = 1_700_000_000  # fixed so that model listings compare equal across runs
-JSON_PARSE_ERROR = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
-    "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
-    "valid JSON. If you have trouble figuring out how to fix this, please contact us through our "
-    "help center at help.openai.com.)"
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Request validation
-# ---------------------------------------------------------------------------------------------
-
-
-# The functional TypedDict form with a computed name; typed Any because mypy only accepts literals.
-_make_typeddict: Any = te.TypedDict
-
-
-def _eager(tp: Any, *, forbid: bool, memo: dict[Any, Any]) -> Any:
-    """Rewrite an SDK param type into one pydantic validates eagerly (see module docstring)."""
-    if te.is_typeddict(tp):
-        if tp in memo:
-            return memo[tp]
-        fields: dict[str, Any] = {}
-        for name, hint in get_type_hints(tp, include_extras=True).items():
-            origin = get_origin(hint)
-            inner = get_args(hint)[0] if origin in (te.Required, te.NotRequired) else hint
-            # The SDK modules use `from __future__ import annotations`, so `__required_keys__`
-            # cannot see `Required[...]` in string annotations; the resolved hint can.
-            required = origin is te.Required or (
-                origin is not te.NotRequired and name in tp.__required_keys__
-            )
-            new_inner = _eager(inner, forbid=forbid, memo=memo)
-            fields[name] = te.Required[new_inner] if required else te.NotRequired[new_inner]
-        twin = _make_typeddict(tp.__name__, fields, total=False)
-        twin.__pydantic_config__ = {"extra": "forbid" if forbid else "ignore"}
-        memo[tp] = twin
-        return twin
-    origin = get_origin(tp)
-    if origin is None:
-        return tp
-    args = get_args(tp)
-    if origin in (cabc.Iterable, cabc.Sequence, list):
-        return list[_eager(args[0], forbid=forbid, memo=memo)]  # type: ignore[misc]
-    if origin is Union:
-        return Union[tuple(_eager(a, forbid=forbid, memo=memo) for a in args)]  # noqa: UP007
-    if origin in (dict, cabc.Mapping):
-        key, value = (_eager(a, forbid=forbid, memo=memo) for a in args)
-        return dict[key, value]  # type: ignore[valid-type]
-    if origin in (typing.Literal, te.Literal):
-        return tp
-    if origin in (typing.Annotated, te.Annotated):
-        return te.Annotated[(_eager(args[0], forbid=forbid, memo=memo), *tp.__metadata__)]
-    raise TypeError(f"fake openai: no eager rewrite for {tp!r}")
-
-
-def _adapters(forbid: bool) -> dict[str, TypeAdapter[Any]]:
-    memo: dict[Any, Any] = {}
-    chat_plain, chat_stream = get_args(_ChatParams)
-    legacy_plain, legacy_stream = get_args(_LegacyParams)
-    # The SDK's unions are {stream absent/false/null} | {stream: true}; validating the branch the
-    # body asks for is equivalent and keeps pydantic's error list free of the other branch.
-    return {
-        "chat": TypeAdapter(_eager(chat_plain, forbid=forbid, memo=memo)),
-        "chat+stream": TypeAdapter(_eager(chat_stream, forbid=forbid, memo=memo)),
-        "completions": TypeAdapter(_eager(legacy_plain, forbid=forbid, memo=memo)),
-        "completions+stream": TypeAdapter(_eager(legacy_stream, forbid=forbid, memo=memo)),
-        "embeddings": TypeAdapter(_eager(_EmbeddingParams, forbid=forbid, memo=memo)),
-    }
-
-
-_STRICT = _adapters(forbid=True)
-_LENIENT = _adapters(forbid=False)
-
-
-@dataclass(frozen=True)
-class BodyProblem:
-    """Why a request body was refused: the OpenAI-style error fields plus the full detail."""
-
-    message: str
-    param: str | None
-    code: str | None
-    detail: str
-
-
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
-
-
-def _param_path(loc: tuple[int | str, ...]) -> str:
-    # Union members show up in `loc` by type ('ChatCompletionUserMessageParam', 'list[int]',
-    # 'str'); only the other names and the indexes are fields of the JSON body.
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif re.fullmatch(r"[a-z_][a-z0-9_]*", part) and part not in _TYPE_TAGS:
-            out += f".{part}" if out else part
-    return out
-
-
-def _problem_from(exc: ValidationError) -> BodyProblem:
-    errors = exc.errors(include_url=False)
-    # A message with role 'user' fails the 'developer', 'system', ... branches of the message
-    # union on their `role` literal; those branches are not what the caller meant, so their
-    # errors are dropped when another branch explains the failure.
-    wrong_branches = [
-        e["loc"][:-1]
-        for e in errors
-        if e["type"] == "literal_error" and e["loc"] and e["loc"][-1] in ("role", "type")
-    ]
-    telling = [
-        e for e in errors if not any(e["loc"][: len(b)] == b for b in wrong_branches)
-    ] or errors
-    first = telling[0]
-    param = _param_path(first["loc"]) or None
-    detail = str(exc)
-    match first["type"]:
-        case "missing":
-            return BodyProblem(
-                f"Missing required parameter: '{param}'.",
-                param,
-                "missing_required_parameter",
-                detail,
-            )
-        case "extra_forbidden":
-            return BodyProblem(
-                f"Unrecognized request argument supplied: {param}", None, None, detail
-            )
-        case kind if kind.endswith("_type"):
-            msg = f"Invalid type for '{param}': {first['msg']}."
-            return BodyProblem(msg, param, "invalid_type", detail)
-        case _:
-            msg = f"Invalid value for '{param}': {first['msg']}."
-            return BodyProblem(msg, param, "invalid_value", detail)
-
-
-def validate_body(
-    endpoint: str, raw: bytes, *, forbid_extra: bool
-) -> tuple[Any, BodyProblem | None]:
-    """Parse and validate one request body for `endpoint` ('chat', 'completions', 'embeddings').
-
-    Returns the parsed JSON (None when it is not JSON) and the problem, if any.
-    """
-    try:
-        parsed = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        return None, BodyProblem(JSON_PARSE_ERROR, None, None, f"body is not JSON: {exc}")
-    if not isinstance(parsed, dict):
-        msg = "Invalid type for request body: expected an object."
-        return parsed, BodyProblem(msg, None, "invalid_type", f"top-level JSON is {type(parsed)}")
-    key = endpoint
-    if endpoint != "embeddings" and parsed.get("stream") is True:
-        key += "+stream"
-    adapter = (_STRICT if forbid_extra else _LENIENT)[key]
-    try:
-        adapter.validate_json(raw, strict=True)
-    except ValidationError as exc:
-        return parsed, _problem_from(exc)
-    if parsed.get("stream_options") is not None and parsed.get("stream") is not True:
-        # The SDK's types allow it, the API does not (its body, quoted in BerriAI/litellm#5803).
-        msg = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
-        return parsed, BodyProblem(msg, "stream_options", None, msg)
-    return parsed, None
 
 
 # ---------------------------------------------------------------------------------------------
 # Deterministic content and token counts
 # ---------------------------------------------------------------------------------------------
-
-
-def words(text: str) -> int:
-    """The fake's token count: whitespace-separated words."""
-    return len(text.split())
 
 
 def _text_of(content: Any) -> str:
@@ -268,44 +80,6 @@ def legacy_prompt_text(body: dict[str, Any]) -> tuple[str, int]:
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], list):
         return "echo: ", sum(len(p) for p in prompt)
     return "echo: ", len(prompt) if isinstance(prompt, list) else 0
-
-
-def _even_groups(items: list[str], n: int) -> list[str]:
-    q, r = divmod(len(items), n)
-    out, start = [], 0
-    for i in range(n):
-        end = start + q + (1 if i < r else 0)
-        out.append("".join(items[start:end]))
-        start = end
-    return out
-
-
-def split_text(text: str, n: int | None) -> list[str]:
-    """Content deltas whose concatenation is exactly `text`.
-
-    None: one delta per word (leading whitespace attached, like model tokens). n: exactly n deltas
-    — words grouped evenly, else characters, else padded with empty deltas.
-    """
-    pieces = re.findall(r"\s*\S+", text)
-    tail = text[len("".join(pieces)) :]
-    if tail:
-        pieces.append(tail)
-    if n is None:
-        return pieces
-    if n < 1:
-        raise ValueError("chunks must be >= 1")
-    if len(pieces) >= n:
-        return _even_groups(pieces, n)
-    return split_chars(text, n)
-
-
-def split_chars(text: str, n: int) -> list[str]:
-    """`n` deltas cut at character positions (mid-word), padded with empty deltas if short."""
-    if n < 1:
-        raise ValueError("chunks must be >= 1")
-    if len(text) >= n:
-        return _even_groups(list(text), n)
-    return [*text, *([""] * (n - len(text)))]
 
 
 def embedding_vector(text_or_tokens: Any, dim: int) -> list[float]:

@@ -20,6 +20,7 @@ from google import genai
 from google.genai import errors, models
 from google.genai import types as gt
 
+from tests.fakes import gemini_checks
 from tests.fakes import gemini_wire as wire
 from tests.fakes.gemini_provider import FakeGemini
 
@@ -786,7 +787,7 @@ def test_unsupported_table_matches_the_sdk_converters() -> None:
             r"if getv\(from_object, \['(\w+)'\]\) is not None:\n    raise ValueError", body
         ):
             refused.setdefault(func, set()).add(name)
-    ours = {cls.__name__.removeprefix("Wire"): names for cls, names in wire.UNSUPPORTED.items()}
+    ours = {cls.__name__.removeprefix("Wire"): names for cls, names in gemini_checks.UNSUPPORTED.items()}
     for cls_name in ("Tool", "FunctionCall", "FunctionCallingConfig", "SafetySetting", "GoogleSearch", "ImageConfig"):
         assert refused[cls_name] <= ours[cls_name], cls_name
     # GenerateContentConfig's refused fields that belong in generationConfig.

@@ -25,6 +25,7 @@ from adapters import canonical as c
 from adapters.anthropic import wire
 from adapters.anthropic.stream import REDACTED_KEY
 from adapters.sse import SSEDecoder, SSEEvent
+from tests.fakes import anthropic_checks as fake_checks
 from tests.fakes import anthropic_wire as fake
 
 pytestmark = pytest.mark.timeout(10)
@@ -40,8 +41,8 @@ def dumps(obj: Any) -> bytes:
 
 def valid(body: bytes) -> dict[str, Any]:
     """The body as the API would take it (eager, strict SDK types and the API's rules)."""
-    parsed, problem = fake.validate_body("messages", body, beta=False, version="2023-06-01",
-                                         forbid_extra=True, signed=False)
+    parsed, problem = fake_checks.validate_body("messages", body, beta=False, version="2023-06-01",
+                                                forbid_extra=True, signed=False)
     assert problem is None, problem.detail
     assert isinstance(parsed, dict)
     return parsed
@@ -436,8 +437,8 @@ def test_tool_loop_without_its_thinking_block_turns_thinking_off() -> None:
     reasoning = c.Reasoning(budget_tokens=2048)
     body = ad.from_canonical_request(request(*tool_loop(thinking=False), reasoning=reasoning,
                                              tools=[c.Tool("Bash", None, SCHEMA)]), model="m")
-    parsed, problem = fake.validate_body("messages", body, beta=False, version="2023-06-01",
-                                         forbid_extra=True, signed=False)
+    parsed, problem = fake_checks.validate_body("messages", body, beta=False, version="2023-06-01",
+                                                forbid_extra=True, signed=False)
     assert problem is None and parsed["thinking"] == {"type": "disabled"}
     sent = provider_body(request(*tool_loop(thinking=True), reasoning=reasoning,
                                  tools=[c.Tool("Bash", None, SCHEMA)]))

@@ -3,7 +3,7 @@
 Wire facts come from the Gemini API reference and the google-genai SDK itself: bodies the SDK
 builds are captured through an `httpx.MockTransport`, and what we produce is parsed by the SDK
 (the same transport answering with our bytes) or validated by its pydantic types, through
-the fake provider's request checks (`tests/fakes/gemini_wire.validate_body`).
+the fake provider's request checks (`tests/fakes/gemini_checks.validate_body`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from adapters.gemini import schema as gschema
 from adapters.gemini.request import SKIP_SIGNATURE
 from adapters.gemini.wire import unwrap_thinking, wrap_thinking
 from adapters.sse import SSEDecoder, SSEEvent
-from tests.fakes.gemini_wire import validate_body
+from tests.fakes.gemini_checks import validate_body
 
 MODEL = "gemini-2.5-flash"
 

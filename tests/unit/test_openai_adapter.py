@@ -31,7 +31,7 @@ from adapters.openai import (
     to_canonical_response,
 )
 from adapters.sse import SSEDecoder, SSEEvent
-from tests.fakes.openai_wire import validate_body
+from tests.fakes.openai_checks import validate_body
 
 pytestmark = pytest.mark.timeout(10)
 
