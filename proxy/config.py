@@ -31,6 +31,7 @@ __all__ = [
     "GatewayKey",
     "ModelRoute",
     "Provider",
+    "Rule",
     "Settings",
     "Target",
     "default_settings",
@@ -124,6 +125,21 @@ class RetrySection(_Section):
     deadline: Duration = 60  # no new attempt starts after this long
 
 
+class RuleSection(_Section):
+    name: str
+    model: str  # the model group the request goes to
+    tokens_over: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    model_glob: str | None = None  # the requested name, e.g. "*haiku*"
+    thinking: bool | None = None
+    tool: str | None = None
+    key: str | None = None  # a gateway key's name
+
+
+class RoutingSection(_Section):
+    aliases: dict[str, str] = {}
+    rules: list[RuleSection] = []
+
+
 class ProviderSection(_Section):
     kind: str
     base_url: str | None = None
@@ -162,6 +178,7 @@ class ConfigFile(_Section):
     providers: dict[str, ProviderSection] = {}
     models: dict[str, ModelSection] = {}
     retry: RetrySection = msgspec.field(default_factory=RetrySection)
+    routing: RoutingSection = msgspec.field(default_factory=RoutingSection)
 
 
 # --- what the gateway runs on ---------------------------------------------------------------
@@ -213,6 +230,19 @@ class ModelRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class Rule:
+    """A routing rule: when every given condition holds, the request goes to `model`."""
+
+    name: str
+    model: str
+    tokens_over: int | None = None
+    model_glob: str | None = None
+    thinking: bool | None = None
+    tool: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RetryPolicy:
     attempts: int = 2
     backoff: float = 0.2
@@ -240,6 +270,8 @@ class Settings:
     # In config order: exact names are looked up first, then globs in this order.
     models: tuple[ModelRoute, ...]
     retry: RetryPolicy
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
 
 
 # --- parsing helpers ------------------------------------------------------------------------
@@ -448,6 +480,14 @@ def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
             if group not in cfg.models or group == route.name:
                 r.problems.append(f"models.{route.name}.fallbacks[{i}]: no other model group "
                                   f"named {group!r}")
+    known = set(cfg.models) | set(cfg.routing.aliases)
+    for i, rule in enumerate(cfg.routing.rules):
+        if rule.model not in known:
+            r.problems.append(f"routing.rules[{i}].model: no model group or alias named "
+                              f"{rule.model!r}")
+    for alias, target in cfg.routing.aliases.items():
+        if target not in cfg.models:
+            r.problems.append(f"routing.aliases.{alias}: no model group named {target!r}")
     rs = cfg.retry
     retry_secs = [r.number(f"retry.{k}", parse_duration, getattr(rs, k))
                   for k in ("backoff", "max_backoff", "deadline")]
@@ -465,6 +505,10 @@ def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
         models=models,
         retry=RetryPolicy(attempts=rs.attempts, backoff=retry_secs[0],
                           max_backoff=retry_secs[1], deadline=retry_secs[2]),
+        aliases=dict(cfg.routing.aliases),
+        rules=tuple(Rule(name=x.name, model=x.model, tokens_over=x.tokens_over,
+                         model_glob=x.model_glob, thinking=x.thinking, tool=x.tool, key=x.key)
+                    for x in cfg.routing.rules),
     )
 
 

@@ -127,7 +127,9 @@ def check_object(body: bytes) -> None:
 
 async def serve_call(request: web.Request, rt: Runtime, caller: GatewayKey,
                      call: Call) -> web.StreamResponse:
-    route = rt.router.resolve(call.model)
+    tokens = estimate_request_tokens(len(call.body), _max_tokens(call))
+    model, rule = rt.rules.apply(call, caller.name, tokens) if rt.rules else (call.model, None)
+    route = rt.router.resolve(model)
     if route is None:
         raise ModelNotFound(call.model)
     rid: str = request["rid"]
@@ -137,7 +139,7 @@ async def serve_call(request: web.Request, rt: Runtime, caller: GatewayKey,
             return await count_translated(rt, call, first, {"x-request-id": rid})
     ex = Exchange(rid, caller, route, call.model)
     ex.session = request.headers.get("x-session-id")
-    ex.tokens = estimate_request_tokens(len(call.body), _max_tokens(call))
+    ex.tokens = tokens
     traffic, now = rt.traffic, time.monotonic()
     decision = traffic.key_limits.check(caller.name, caller.limits, ex.tokens, now)
     if not decision.allowed:
@@ -153,6 +155,8 @@ async def serve_call(request: web.Request, rt: Runtime, caller: GatewayKey,
     assert ex.provider is not None  # set by open_upstream on every answer it returns
     headers = {"x-request-id": rid, "x-sluice-provider": ex.provider.name,
                "x-sluice-attempts": str(ex.attempts)}
+    if rule is not None:
+        headers["x-sluice-route"] = rule
     if ex.translated:
         resp = await answer_translated(request, ex, call, answer, headers)
     else:

@@ -23,6 +23,7 @@ from proxy.cooldown import CooldownTable
 from proxy.echo import EchoUpstream
 from proxy.limits import Limiter
 from proxy.router import Router
+from proxy.routing import Rules
 from proxy.upstream import UpstreamPool
 
 __all__ = ["STATE", "CredentialHeaders", "GatewayState", "ProviderRuntime", "Runtime", "Traffic",
@@ -148,12 +149,13 @@ def target_name(target: Target) -> str:
 
 
 class Runtime:
-    __slots__ = ("_candidates", "keys", "providers", "router", "settings", "traffic")
+    __slots__ = ("_candidates", "keys", "providers", "router", "rules", "settings", "traffic")
 
     def __init__(self, settings: Settings, traffic: Traffic | None = None) -> None:
         self.settings = settings
         self.traffic = traffic or Traffic(self._breaker_policy)
         self._candidates: dict[str, tuple[Candidate, ...]] = {}
+        self.rules = Rules(settings.aliases, settings.rules)
         self.router = Router(settings)
         self.keys = KeyTable(settings.keys)
         self.providers: Mapping[str, ProviderRuntime] = {

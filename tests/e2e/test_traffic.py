@@ -42,6 +42,10 @@ def tgw(tmp_path_factory: pytest.TempPathFactory, trio: list[FakeOpenAI]) -> Ite
           - {{name: team-a, key: env:SLUICE_KEY_TEAM_A}}
           - {{name: tiny, key: env:K1, limits: {{rpm: 2}}}}
         retry: {{attempts: 2, backoff: 50ms, max_backoff: 200ms, deadline: 10s}}
+        routing:
+          aliases: {{small: backup}}
+          rules:
+            - {{name: background, model_glob: "*haiku*", model: backup}}
         providers:
           pa: {{kind: openai, base_url: "{a}", api_key: env:UP_OPENAI_KEY, {fast}, {breaker}}}
           pb: {{kind: openai, base_url: "{b}", api_key: env:UP_OPENAI_KEY, {fast}, {breaker}}}
@@ -259,3 +263,13 @@ def test_load_balancing_status(tgw: Gateway, chat: Callable[..., Any]) -> None:
     assert rotating["strategy"] == "round_robin"
     assert {t["target"] for t in rotating["targets"]} == {"pa/gpt-4o-mini", "pb/gpt-4o-mini"}
     assert status["models"]["with-fallback"]["fallbacks"] == ["backup"]
+
+
+def test_aliases_and_routing_rules_name_what_fired(chat: Callable[..., Any],
+                                                  trio: list[FakeOpenAI]) -> None:
+    resp = chat("claude-haiku-4-5")  # no such model: the rule sends it to `backup`
+    assert resp.headers["x-sluice-route"] == "background"
+    assert resp.headers["x-sluice-provider"] == "pb"
+    aliased = chat("small")
+    assert aliased.headers["x-sluice-provider"] == "pb"
+    assert "x-sluice-route" not in aliased.headers
