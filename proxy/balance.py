@@ -24,9 +24,15 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["Balancer", "Candidate", "Strategy", "TargetStats"]
+__all__ = [
+    "Balancer",
+    "Candidate",
+    "Strategy",
+    "TargetStats",
+    "last_minute",
+]
 
 # An EWMA with alpha 0.2 weighs the last ~9 samples (2 / alpha - 1) as much as an average over
 # them would: it follows a target that slows down within seconds of traffic, not one outlier.
@@ -75,21 +81,42 @@ class TargetStats:
     latency_ewma: float | None = None  # seconds
     requests: int = 0  # finished calls
     failures: int = 0
+    last_at: float | None = field(default=None, repr=False)  # when the last call ended
+    # The last minute, one slot per second: (second, calls, failures). Fixed size, so a busy
+    # target costs no more memory than an idle one.
+    _minute: list[tuple[int, int, int]] = field(default_factory=lambda: [(-1, 0, 0)] * 60,
+                                                repr=False)
 
     def started(self) -> None:
         self.in_flight += 1
 
-    def finished(self, latency: float | None, ok: bool, alpha: float = _EWMA_ALPHA) -> None:
+    def finished(self, latency: float | None, ok: bool, alpha: float = _EWMA_ALPHA,
+                 now: float | None = None) -> None:
         """A call ended. Only successes teach latency: a fast 5xx would make a broken target
         look fast (failures are the breaker's and the cooldown's business)."""
         if self.in_flight > 0:
             self.in_flight -= 1
         self.requests += 1
+        if now is not None:
+            self.last_at = now
+            second = int(now)
+            slot = second % 60
+            held, calls, fails = self._minute[slot]
+            if held != second:
+                calls = fails = 0
+            self._minute[slot] = (second, calls + 1, fails + (not ok))
         if not ok:
             self.failures += 1
         elif latency is not None:
             ewma = self.latency_ewma
             self.latency_ewma = latency if ewma is None else ewma + alpha * (latency - ewma)
+
+
+def last_minute(stats: TargetStats, now: float) -> tuple[int, int]:
+    """(calls, failures) that ended in the last 60 seconds."""
+    since = int(now) - 59
+    slots = [s for s in stats._minute if s[0] >= since]
+    return sum(s[1] for s in slots), sum(s[2] for s in slots)
 
 
 @dataclass(frozen=True, slots=True)

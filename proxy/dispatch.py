@@ -197,13 +197,14 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
     except UpstreamError as err:
         traffic.cooldowns.on_failure(cool_key, pr.provider.cooldown, time.monotonic(), err.code)
         breaker.record(False, time.monotonic())
-        stats.finished(None, False)
+        stats.finished(None, False, now=time.monotonic())
         return None, err
     except BaseException:
         breaker.release_probe()
-        stats.finished(None, False)
+        stats.finished(None, False, now=time.monotonic())
         raise
-    stats.finished(time.monotonic() - now, 200 <= answer.status < 300)
+    answered = time.monotonic()
+    stats.finished(answered - now, 200 <= answer.status < 300, now=answered)
     if 200 <= answer.status < 300:
         traffic.cooldowns.on_success(cool_key, sent_at=now)
         breaker.record(True, time.monotonic())

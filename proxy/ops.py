@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from proxy.balance import Strategy
+from proxy.balance import Strategy, last_minute
 from proxy.config import parse_duration
 from proxy.errors import BadRequest, NotFound, SluiceError, Unauthorized
 from proxy.runtime import STATE, ProviderRuntime, Runtime
@@ -92,6 +92,7 @@ def _cooldowns_of(rt: Runtime, pr: ProviderRuntime, now: float) -> list[dict[str
 async def providers_status(request: web.Request) -> web.Response:
     rt = _admin(request)
     now = time.monotonic()
+    wall = time.time() - now
     providers = {}
     for name, pr in rt.providers.items():
         cooling = _cooldowns_of(rt, pr, now)
@@ -99,9 +100,25 @@ async def providers_status(request: web.Request) -> web.Response:
                     if isinstance(key, tuple) and key[0] == name}
         open_ = [m for m, snap in breakers.items() if snap["state"] != "closed"]
         status = "cooling_down" if cooling else "degraded" if open_ else "healthy"
+        targets: dict[str, dict[str, Any]] = {}
+        calls_total = errors_total = 0
+        for target_key, stats in rt.traffic.stats.items():
+            if target_key.split("/", 1)[0] != name:
+                continue
+            calls, errors = last_minute(stats, now)
+            calls_total += calls
+            errors_total += errors
+            targets[target_key] = {
+                "requests_last_minute": calls, "errors_last_minute": errors,
+                "average_latency_ms": round(stats.latency_ewma * 1000, 1)
+                if stats.latency_ewma is not None else None,
+                "in_flight": stats.in_flight,
+                "last_check": round(stats.last_at + wall, 3) if stats.last_at else None}
         providers[name] = {"kind": pr.provider.spec.kind, "status": status,
                            "in_cooldown": bool(cooling), "cooldowns": cooling,
-                           "breakers": breakers,
+                           "breakers": breakers, "targets": targets,
+                           "requests_last_minute": calls_total,
+                           "errors_last_minute": errors_total,
                            "credentials": [c.label for c in pr.credentials]}
     return _json({"providers": providers})
 

@@ -216,6 +216,10 @@ def test_operations_api(tgw: Gateway, chat: Callable[..., Any], trio: list[FakeO
     assert trio[0].requests == []
     providers = httpx.get(f"{tgw.url}/v0/operations/providers/status", headers=ADMIN).json()
     assert providers["providers"]["pa"]["status"] == "cooling_down"
+    pb = providers["providers"]["pb"]
+    assert pb["status"] == "healthy" and pb["requests_last_minute"] >= 1
+    target = pb["targets"]["pb/gpt-4o-mini"]
+    assert target["average_latency_ms"] is not None and target["last_check"] > 1_700_000_000
     text = str(providers)
     assert UPSTREAM_KEY not in text and GATEWAY_KEY not in text and ADMIN_KEY not in text
     assert httpx.post(f"{tgw.url}/v0/operations/providers/pa/recover",

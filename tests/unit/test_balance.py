@@ -321,3 +321,18 @@ def test_standbys_share_the_load_when_only_they_are_left() -> None:
     tiered = [Candidate(key="t0-standby", weight=0), Candidate(key="t1", priority=1)]
     assert _names(b.order(Strategy.PRIORITY, "r", tiered)) == ["t0-standby", "t1"]
     assert [r["share"] for r in b.scores(Strategy.PRIORITY, "r", tiered)] == [1.0, 0.0]
+
+
+def test_last_minute_counts_only_the_last_sixty_seconds() -> None:
+    from proxy.balance import last_minute
+
+    stats = TargetStats()
+    for t in (100.0, 100.5, 130.0):
+        stats.started()
+        stats.finished(0.1, True, now=t)
+    stats.started()
+    stats.finished(None, False, now=150.0)
+    assert last_minute(stats, 150.0) == (4, 1)
+    assert last_minute(stats, 165.0) == (2, 1)  # the calls at 100 s are over a minute old
+    assert last_minute(stats, 300.0) == (0, 0)
+    assert stats.last_at == 150.0
