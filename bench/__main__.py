@@ -3,8 +3,10 @@
 Core: direct to the fake upstream, the baseline pass-through, and Sluice, each loaded with one
 chat completion and a 20-chunk stream. Dialects: Sluice alone, an OpenAI and an Anthropic caller
 each reaching an OpenAI and an Anthropic provider (same dialect: bytes forwarded; otherwise
-translated), the four routes of a workload taking turns. Exit 0 whether or not a target is met
-(it reports, it is not a test); non-zero only when the harness itself fails.
+translated), the four routes of a workload taking turns. Chaos: one model on three fake
+upstreams, one answering 429 to a share of calls and one killed half-way, against a single-target
+model on the same gateway and direct calls, taking turns (bench/chaos.py). Exit 0 whether or not
+a target is met (it reports, it is not a test); non-zero only when the harness itself fails.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import uvloop
 
+from bench.chaos import ChaosPlan, chaos_phase
 from bench.client import check
 from bench.load import find_wrk
 from bench.phases import Lane, Plan, latency_phase, load_phase, plan_rounds, streams_phase
@@ -75,11 +78,33 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
     p.add_argument(
         "--only",
-        choices=("all", "core", "translated"),
+        choices=("all", "core", "translated", "chaos"),
         default="all",
         help="core: direct, baseline and Sluice, OpenAI in and out; translated: Sluice's four "
-        "caller->provider routes, same-dialect and translated; all: both (default)",
+        "caller->provider routes, same-dialect and translated; chaos: three upstreams behind "
+        "one model, one throttling, one dying; all: each (default)",
     )
+    p.add_argument(
+        "--chaos-seconds",
+        type=int,
+        help="the chaos lane's measured load, taking turns in --round rounds (default 20)",
+    )
+    p.add_argument(
+        "--chaos-rate", type=float, default=1000.0, help="chaos run: requests/s (default 1000)"
+    )
+    p.add_argument(
+        "--chaos-connections",
+        type=int,
+        default=16,
+        help="chaos run: requests in flight at most (default 16)",
+    )
+    p.add_argument(
+        "--rate-limit-ratio",
+        type=float,
+        default=0.3,
+        help="chaos run: share of upstream B's calls answered 429 (default 0.3)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="chaos run: seeds B's 429s (default 1)")
     p.add_argument("--no-sluice", action="store_true", help="direct and baseline only")
     p.add_argument(
         "--results-dir",
@@ -88,10 +113,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="where <timestamp>.json and latest.json go (default bench/results)",
     )
     args = p.parse_args(argv)
-    if args.no_sluice and args.only == "translated":
-        p.error("--no-sluice leaves nothing to measure with --only translated")
+    if args.no_sluice and args.only in ("translated", "chaos"):
+        p.error(f"--no-sluice leaves nothing to measure with --only {args.only}")
     quick = args.quick
     args.duration = args.duration or (2 if quick else 12)
+    args.chaos_seconds = args.chaos_seconds or (6 if quick else 20)
     args.round = min(args.round or (1 if quick else 2), args.duration)
     args.warmup = args.warmup or (1 if quick else 2)
     args.latency_requests = args.latency_requests or (100 if quick else 500)
@@ -99,7 +125,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _loader(args: argparse.Namespace) -> str | None:
-    if args.loader == "python":
+    if args.loader == "python" or args.only == "chaos":  # the chaos run has its own client
         return None
     wrk = find_wrk(install=not args.no_install)
     if wrk is None and args.loader == "wrk":
@@ -187,8 +213,27 @@ def _dialects(plan: Plan, results: Results, upstream: Proc, sluice: Target) -> N
             results.cells += load_phase(plan, lanes, upstream, title, _progress)
 
 
+def _chaos(plan: Plan, args: argparse.Namespace, results: Results) -> None:
+    chaos_plan = ChaosPlan(
+        seconds=args.chaos_seconds,
+        round_seconds=args.round,
+        warmup=args.warmup,
+        rate=args.chaos_rate,
+        connections=args.chaos_connections,
+        rate_limit_ratio=args.rate_limit_ratio,
+        retry_after=(1, 2),
+        seed=args.seed,
+        tmp=plan.tmp,
+    )
+    results.chaos, notes = chaos_phase(chaos_plan, _progress)
+    results.notes += notes
+
+
 def _measure(plan: Plan, args: argparse.Namespace, results: Results) -> None:
     """Start the targets, run the phases asked for; every process is stopped on the way out."""
+    if args.only == "chaos":
+        _chaos(plan, args, results)
+        return
     core = args.only in ("all", "core")
     with ExitStack() as stack:
         direct, upstream = start_upstream(stack, plan.tmp)
@@ -205,6 +250,8 @@ def _measure(plan: Plan, args: argparse.Namespace, results: Results) -> None:
         _progress(f"{args.streams} concurrent streams")
         rows, notes = streams_phase(plan, with_sluice=with_sluice)
         results.streams, results.notes = rows, results.notes + notes
+    if args.only == "all" and not args.no_sluice:
+        _chaos(plan, args, results)
 
 
 def _run(args: argparse.Namespace) -> Results:

@@ -100,6 +100,11 @@ class Conn(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    @property
+    def is_open(self) -> bool:
+        """False once the peer closed the connection (e.g. after an error answer)."""
+        return self._transport is not None
+
 
 async def connect(
     port: int, keep_body: bool = False, on_first_byte: Callable[[], None] | None = None

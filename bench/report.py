@@ -10,6 +10,10 @@ from typing import Any
 
 import orjson
 
+from bench.chaos_report import Chaos, ChaosLane, render_chaos
+from bench.tables import fmt as _fmt
+from bench.tables import table as _table
+
 __all__ = ["Cell", "Latency", "Results", "Streams", "Verdict", "render", "verdicts", "write"]
 
 # Issue 3's targets, as ratios against the naive baseline measured in the same run.
@@ -18,6 +22,8 @@ CPU_STREAM_MAX = 0.9
 RSS_500_STREAMS_MAX_MB = 80.0
 # Issue 4's: a translated request against the same-dialect path of its caller, same run.
 CPU_TRANSLATED_MAX = 2.0
+# Issue 5's: the chaos run's gateway CPU per request against the plain single-target path.
+CPU_CHAOS_MAX = 1.10
 
 
 @dataclass
@@ -101,6 +107,7 @@ class Results:
     cells: list[Cell] = field(default_factory=list)
     latency: list[Latency] = field(default_factory=list)
     streams: list[Streams] = field(default_factory=list)
+    chaos: Chaos | None = None
     verdicts: list[Verdict] = field(default_factory=list)
 
 
@@ -112,7 +119,11 @@ def _find(rows: list[Any], **match: str) -> Any | None:
 
 
 def _cpu_verdict(
-    metric: str, base: Cell | None, ours: Cell | None, limit: float, against: str = "baseline"
+    metric: str,
+    base: Cell | ChaosLane | None,
+    ours: Cell | ChaosLane | None,
+    limit: float,
+    against: str = "baseline",
 ) -> Verdict:
     b = base.proxy_cpu_us_per_req if base else None
     o = ours.proxy_cpu_us_per_req if ours else None
@@ -152,10 +163,54 @@ def _added_verdict(metric: str, workload: str, attr: str, latency: list[Latency]
     return Verdict(metric, b, s, ratio, "<= baseline's (ms)", s <= b)
 
 
+def _chaos_verdicts(chaos: Chaos) -> list[Verdict]:
+    """Issue 5's targets, against the plain path of the same gateway in the same turns."""
+    plain = next((r for r in chaos.lanes if r.lane.startswith("plain")), None)
+    ours = next((r for r in chaos.lanes if r.lane.startswith("chaos (")), None)
+    c = chaos.cooling
+    out = []
+    if ours is not None:
+        out.append(
+            Verdict(
+                "chaos: requests served % (A healthy throughout)",
+                None,
+                ours.success_pct,
+                None,
+                "100%",
+                ours.requests > 0 and ours.served == ours.requests,
+                against="plain",
+            )
+        )
+    out += [
+        Verdict(
+            "chaos: calls B got in a cooldown it asked for",
+            None,
+            c.to_cooling,
+            None,
+            f"0 (past {c.grace_ms:g} ms)",
+            c.to_cooling == 0,
+            against="plain",
+        ),
+        Verdict(
+            "chaos: calls B got in the gateway's cooldown",
+            None,
+            c.to_gateway_cooling,
+            None,
+            f"0 (past {c.grace_ms:g} ms)",
+            c.to_gateway_cooling == 0 if c.gateway_windows else None,
+            against="plain",
+        ),
+        _cpu_verdict("chaos: CPU/request vs plain", plain, ours, CPU_CHAOS_MAX, "plain"),
+    ]
+    return out
+
+
 def verdicts(results: Results) -> list[Verdict]:
-    """Issue 3's targets when the core cells ran, issue 4's when the dialect cells did."""
+    """Issue 3's targets when the core cells ran, issue 4's when the dialect cells did, issue
+    5's when the chaos run did."""
+    chaos = _chaos_verdicts(results.chaos) if results.chaos is not None else []
     if not any(c.route == "" for c in results.cells):
-        return _translated_verdicts(results.cells)
+        return _translated_verdicts(results.cells) + chaos
     out = []
     for workload, limit in (("non-stream", CPU_NON_STREAM_MAX), ("stream-20", CPU_STREAM_MAX)):
         base = _find(results.cells, target="baseline", workload=workload, route="")
@@ -190,36 +245,7 @@ def verdicts(results: Results) -> list[Verdict]:
             None if s_rss is None else (s_rss <= RSS_500_STREAMS_MAX_MB and held),
         )
     )
-    return out + _translated_verdicts(results.cells)
-
-
-def _fmt(value: float | int | None, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:,.{digits}f}"
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    lines = [
-        "  ".join(
-            h.rjust(w) if i > 1 else h.ljust(w)
-            for i, (h, w) in enumerate(zip(headers, widths, strict=True))
-        )
-    ]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        lines.append(
-            "  ".join(
-                c.rjust(w) if i > 1 else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-    return "\n".join(lines)
+    return out + _translated_verdicts(results.cells) + chaos
 
 
 def _spread(values: list[float]) -> str:
@@ -368,12 +394,14 @@ def _streams_table(streams: list[Streams]) -> str:
 def _verdicts_table(rows_in: list[Verdict], reference: str, measured: str) -> str:
     headers = ["metric", "target", reference, measured, "ratio", "per round", "verdict"]
     word = {True: "MET", False: "MISSED", None: "n/a"}
+    # Sub-millisecond latencies, and success rates where 99.95 must not read as 100.0.
+    fine = ("p50", "TTFT", "%")
     rows = [
         [
             v.metric,
             v.target,
-            _fmt(v.baseline, 3 if "p50" in v.metric or "TTFT" in v.metric else 1),
-            _fmt(v.sluice, 3 if "p50" in v.metric or "TTFT" in v.metric else 1),
+            _fmt(v.baseline, 3 if any(f in v.metric for f in fine) else 1),
+            _fmt(v.sluice, 3 if any(f in v.metric for f in fine) else 1),
             "-" if v.ratio is None else f"{v.ratio:.2f}x",
             f"{min(v.ratio_rounds):.2f}-{max(v.ratio_rounds):.2f}x" if v.ratio_rounds else "-",
             word[v.met],
@@ -442,18 +470,37 @@ def _dialect_parts(results: Results) -> list[str]:
     return parts
 
 
+def _chaos_parts(results: Results) -> list[str]:
+    if results.chaos is None:
+        return []
+    parts = render_chaos(results.chaos)
+    verdicts_ = [v for v in results.verdicts if v.against == "plain"]
+    if verdicts_:
+        parts += [
+            "",
+            "Targets (chaos against the plain path: same gateway process, same turns)",
+            _verdicts_table(verdicts_, "plain", "chaos"),
+        ]
+    return parts
+
+
 def render(results: Results) -> str:
     s = results.settings
+    cells = (
+        f"{s['connections']} connections; per cell {s['rounds']} rounds of {s['round']} s "
+        f"taking turns, after {s['warmup']} s warm-up; loader {s['loader']}; "
+        if s.get("only") != "chaos"
+        else ""
+    )
     parts = [
-        f"Sluice bench {results.timestamp} ({s.get('only', 'all')}): {s['connections']} "
-        f"connections; per cell {s['rounds']} rounds of {s['round']} s taking turns, after "
-        f"{s['warmup']} s warm-up; loader {s['loader']}; "
+        f"Sluice bench {results.timestamp} ({s.get('only', 'all')}): {cells}"
         f"proxy on core {s['proxy_core']}, upstream and load on core {s['load_core']}",
         f"machine load average {_loadavg(results.machine, 'loadavg_start')} at start, "
         f"{_loadavg(results.machine, 'loadavg_end')} at end (other work on the machine "
         "is noise; the ratios, measured in turns, are what hold)",
         *_core_parts(results),
         *_dialect_parts(results),
+        *_chaos_parts(results),
     ]
     if results.notes:
         parts += ["", "Notes:", *(f"- {n}" for n in results.notes)]

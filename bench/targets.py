@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,22 @@ from pathlib import Path
 from bench.procs import LOAD_CORE, PROXY_CORE, Proc, free_port, spawn, wait_http
 from bench.workloads import MODEL, TO_ANTHROPIC, TO_OPENAI
 
-__all__ = ["Target", "start_baseline", "start_sluice", "start_upstream"]
+__all__ = [
+    "ADMIN_KEY",
+    "UPSTREAM_KEY_REF",
+    "Target",
+    "start_baseline",
+    "start_gateway",
+    "start_sluice",
+    "start_upstream",
+]
 
 _READY_S = 10.0  # the gateway must answer within this, or its column is skipped
 _UPSTREAM_KEY_ENV = "BENCH_UP_KEY"
+UPSTREAM_KEY_REF = f"env:{_UPSTREAM_KEY_ENV}"
+# The operations API's key, for configs that switch it on (`admin: {key: env:BENCH_ADMIN_KEY}`).
+_ADMIN_KEY_ENV = "BENCH_ADMIN_KEY"
+ADMIN_KEY = "sk-bench-admin"
 _CLAUDE = "claude-sonnet-4-6"  # the upstream model behind `to-anthropic`
 
 
@@ -29,13 +42,23 @@ class Target:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, _UPSTREAM_KEY_ENV: "sk-bench-upstream", "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        _UPSTREAM_KEY_ENV: "sk-bench-upstream",
+        _ADMIN_KEY_ENV: ADMIN_KEY,
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def start_upstream(
-    stack: ExitStack, log_dir: Path, name: str = "upstream", chunk_delay: float = 0.0
+    stack: ExitStack,
+    log_dir: Path,
+    name: str = "upstream",
+    chunk_delay: float = 0.0,
+    switches: tuple[str, ...] = (),
 ) -> tuple[Target, Proc]:
-    """The fake upstream, as the `direct` target and as the process whose CPU is also read."""
+    """The fake upstream, as the `direct` target and as the process whose CPU is also read;
+    `switches` are more of bench.upstream's options (429s, the call log)."""
     port = free_port()
     argv = [
         sys.executable,
@@ -45,6 +68,7 @@ def start_upstream(
         str(port),
         "--chunk-delay",
         str(chunk_delay),
+        *switches,
     ]
     proc = spawn(name, argv, LOAD_CORE, log_dir, _env())
     stack.callback(proc.stop)
@@ -77,7 +101,7 @@ def _sluice_config(path: Path, port: int, upstream: Target) -> None:
     """Two providers of different kinds on the one fake upstream; the core workloads' model and
     `to-openai` both go to the OpenAI one, `to-anthropic` to the Anthropic one."""
     up = f"http://127.0.0.1:{upstream.port}"
-    key = f"env:{_UPSTREAM_KEY_ENV}"
+    key = UPSTREAM_KEY_REF
     path.write_text(
         f"""server: {{host: 127.0.0.1, port: {port}}}
 providers:
@@ -108,6 +132,21 @@ def start_sluice(stack: ExitStack, log_dir: Path, upstream: Target, name: str = 
     port = free_port()
     config = log_dir / f"{name}.yaml"
     _sluice_config(config, port, upstream)
+    return _start(stack, log_dir, name, config, port)
+
+
+def start_gateway(
+    stack: ExitStack, log_dir: Path, name: str, config_text: Callable[[int], str]
+) -> Target:
+    """The gateway on the config `config_text(port)` returns (its listen port is chosen here);
+    a Target with `skipped` saying why when it does not come up."""
+    port = free_port()
+    config = log_dir / f"{name}.yaml"
+    config.write_text(config_text(port))
+    return _start(stack, log_dir, name, config, port)
+
+
+def _start(stack: ExitStack, log_dir: Path, name: str, config: Path, port: int) -> Target:
     try:
         proc = spawn(name, _sluice_argv(config, port), PROXY_CORE, log_dir, _env())
     except OSError as e:

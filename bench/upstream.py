@@ -12,14 +12,23 @@ format (as tests/fakes/anthropic_wire.py writes it): a `message` with usage, or 
 chunk. Neither answer echoes the requested model: the canned bytes are never patched.
 `GET /health` answers 200 for readiness polls.
 
-Run: `python -m bench.upstream --port P [--chunk-delay S] [--first-byte-delay S]`.
+For the chaos run, `--rate-limit-ratio R` answers that share of the calls with a 429 and a
+`Retry-After` of one of the `--retry-after` seconds (drawn by a random generator seeded with
+`--seed`, so runs repeat), in the caller's dialect; `--log FILE` writes one line per call,
+`<monotonic seconds> <status> <retry-after>`, unbuffered, so the lines survive a killed process.
+
+Run: `python -m bench.upstream --port P [--chunk-delay S] [--first-byte-delay S]
+[--rate-limit-ratio R --retry-after 1,2 --seed N] [--log FILE]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import random
 import re
+import time
 from collections import deque
 from typing import NamedTuple, cast
 
@@ -210,6 +219,30 @@ _STREAM_USAGE = _stream_events(with_usage=True)
 _MESSAGE = _anthropic_message()
 _MESSAGE_STREAM = _anthropic_stream()
 _HEALTH = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+def _rate_limited(body: dict[str, object], retry_after: int) -> bytes:
+    data = orjson.dumps(body)
+    return (
+        b"HTTP/1.1 429 Too Many Requests\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Retry-After: " + str(retry_after).encode() + b"\r\n"
+        b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data
+    )
+
+
+# Each provider's own 429 body (OpenAI's error object; Anthropic's `rate_limit_error`).
+_OPENAI_429 = {
+    "error": {
+        "message": "Rate limit reached for requests (bench fake upstream).",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+}
+_ANTHROPIC_429 = {
+    "type": "error",
+    "error": {"type": "rate_limit_error", "message": "Rate limited (bench fake upstream)."},
+}
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
@@ -226,14 +259,40 @@ class _Delays(NamedTuple):
     chunk: float
 
 
+class _Chaos:
+    """The 429 switch and the call log; one per process, shared by its connections."""
+
+    def __init__(self, ratio: float, retry_after: list[int], seed: int, log: str | None) -> None:
+        self._ratio = ratio
+        self._choices = retry_after
+        self._random = random.Random(seed)
+        self._openai = {ra: _rate_limited(_OPENAI_429, ra) for ra in retry_after}
+        self._anthropic = {ra: _rate_limited(_ANTHROPIC_429, ra) for ra in retry_after}
+        # O_APPEND and one write per line: nothing is held in a buffer a kill would lose.
+        self._log = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if log else -1
+
+    def call(self, anthropic: bool) -> bytes | None:
+        """The 429 to answer this call with, or None to answer it normally; logs the call."""
+        retry_after = 0
+        if self._ratio > 0 and self._random.random() < self._ratio:
+            retry_after = self._random.choice(self._choices)
+        if self._log >= 0:
+            status = 429 if retry_after else 200
+            os.write(self._log, b"%.6f %d %d\n" % (time.monotonic(), status, retry_after))
+        if not retry_after:
+            return None
+        return (self._anthropic if anthropic else self._openai)[retry_after]
+
+
 class _UpstreamProtocol(asyncio.Protocol):
     """One connection; requests are answered in order (pipelined ones wait in `_pending`).
 
     A paced answer is a list of pieces written by loop callbacks, not a task per request: the
     upstream shares its core with the load generator, so it must stay cheap."""
 
-    def __init__(self, delays: _Delays) -> None:
+    def __init__(self, delays: _Delays, chaos: _Chaos | None) -> None:
         self._delays = delays
+        self._chaos = chaos
         self._parser = httptools.HttpRequestParser(self)
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -283,7 +342,14 @@ class _UpstreamProtocol(asyncio.Protocol):
     def _answer_pending(self) -> None:
         while self._pending and self._pieces is None and self._transport is not None:
             request = self._pending.popleft()
-            if request.method == b"POST" and request.url.startswith(b"/v1/chat/completions"):
+            if (
+                self._chaos is not None
+                and request.method == b"POST"
+                and request.url.startswith((b"/v1/chat/completions", b"/v1/messages"))
+                and (refusal := self._chaos.call(request.url.startswith(b"/v1/m"))) is not None
+            ):
+                self._finish(refusal, request.keep_alive)
+            elif request.method == b"POST" and request.url.startswith(b"/v1/chat/completions"):
                 if _STREAM_RE.search(request.body) is not None:
                     events = _STREAM_USAGE if _USAGE_RE.search(request.body) else _STREAM
                     self._begin(events, request.keep_alive)
@@ -341,9 +407,11 @@ class _UpstreamProtocol(asyncio.Protocol):
         self._answer_pending()
 
 
-async def serve(host: str, port: int, delays: _Delays) -> None:
+async def serve(host: str, port: int, delays: _Delays, chaos: _Chaos | None) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _UpstreamProtocol(delays), host, port, backlog=1024)
+    server = await loop.create_server(
+        lambda: _UpstreamProtocol(delays, chaos), host, port, backlog=1024
+    )
     async with server:
         await server.serve_forever()
 
@@ -354,9 +422,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
     parser.add_argument("--first-byte-delay", type=float, default=0.0, help="seconds")
+    parser.add_argument(
+        "--rate-limit-ratio", type=float, default=0.0, help="share of calls answered 429"
+    )
+    parser.add_argument(
+        "--retry-after",
+        default="1",
+        help="comma-separated Retry-After seconds the 429s draw from (default 1)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the 429 draws")
+    parser.add_argument("--log", help="append one line per call: monotonic s, status, retry-after")
     args = parser.parse_args(argv)
+    retry_after = [int(x) for x in args.retry_after.split(",")]
+    if not 0.0 <= args.rate_limit_ratio <= 1.0 or min(retry_after) < 1:
+        parser.error("--rate-limit-ratio must be in [0, 1] and each --retry-after >= 1")
     delays = _Delays(first_byte=args.first_byte_delay, chunk=args.chunk_delay)
-    uvloop.run(serve(args.host, args.port, delays))
+    chaos = None
+    if args.rate_limit_ratio > 0 or args.log:
+        chaos = _Chaos(args.rate_limit_ratio, retry_after, args.seed, args.log)
+    uvloop.run(serve(args.host, args.port, delays, chaos))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ __all__ = [
     "WORKLOADS",
     "Route",
     "Workload",
+    "non_stream_for",
     "raw_request",
     "route_workloads",
 ]
@@ -99,6 +100,11 @@ def _anthropic_body(model: str, stream: bool) -> bytes:
 NON_STREAM = Workload("non-stream", False, _openai_body(MODEL, False))
 STREAM = Workload("stream-20", True, _openai_body(MODEL, True))
 WORKLOADS = (NON_STREAM, STREAM)
+
+
+def non_stream_for(model: str) -> Workload:
+    """The core non-stream request asking for another model name (a route of the chaos run)."""
+    return Workload(NON_STREAM.name, False, _openai_body(model, False))
 
 
 @dataclass(frozen=True, slots=True)
