@@ -220,7 +220,7 @@ _MESSAGE = _anthropic_message()
 _MESSAGE_STREAM = _anthropic_stream()
 _HEALTH = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
-def _rate_limited(body: dict[str, object], retry_after: int) -> bytes:
+def _rate_limited(body: object, retry_after: int) -> bytes:
     data = orjson.dumps(body)
     return (
         b"HTTP/1.1 429 Too Many Requests\r\n"
