@@ -126,14 +126,14 @@ async def open_upstream(rt: Runtime, ex: Exchange, call: Call,
         raise
 
 
-def _candidates(rt: Runtime, route: ModelRoute, session: str | None = None
-                ) -> Iterator[Target]:
+def _candidates(rt: Runtime, route: ModelRoute, session: str | None = None,
+                requested: str | None = None) -> Iterator[Target]:
     """The model's targets in balancing order, then each fallback group's, in order."""
-    yield from rt.order(route, session)
+    yield from rt.order(route, session, requested)
     for group in route.fallbacks:
         fallback = rt.router.resolve(group)
         if fallback is not None:
-            yield from rt.order(fallback, session)
+            yield from rt.order(fallback, session, requested)
 
 
 async def _first_answer(rt: Runtime, ex: Exchange, call: Call,
@@ -151,7 +151,7 @@ async def _first_answer(rt: Runtime, ex: Exchange, call: Call,
                 break
             await asyncio.sleep(delay)
         sent_before = ex.attempts
-        for target in _candidates(rt, ex.route, ex.session):
+        for target in _candidates(rt, ex.route, ex.session, call.model):
             if time.monotonic() >= deadline:
                 break
             answer, err = await _try(rt, ex, call, target, caller_headers)

@@ -94,6 +94,11 @@ class ProviderRuntime:
                 return cred
         return None
 
+    def available(self, model: str, cooldowns: CooldownTable, now: float) -> bool:
+        """Some credential of this provider may serve `model` now (nothing is advanced)."""
+        return not cooldowns.remaining((self.name, None), now) and any(
+            not cooldowns.remaining((c.label, model), now) for c in self.credentials)
+
     def headers(self) -> list[tuple[bytes, bytes]]:
         """Headers of the next credential, cooldowns aside (token counting, health checks)."""
         cred = self.credentials[self._next % len(self.credentials)]
@@ -162,12 +167,28 @@ class Runtime:
             name: ProviderRuntime(p, _make_upstream(p)) for name, p in settings.providers.items()
         }
 
-    def order(self, route: ModelRoute, sticky: str | None = None) -> list[Target]:
-        """The route's targets in the order its strategy (and the caller's session) says."""
+    def order(self, route: ModelRoute, sticky: str | None = None,
+              requested: str | None = None) -> list[Target]:
+        """The route's targets in the order its strategy (and the caller's session) says.
+
+        With `requested` (the caller's model name), targets cooling down are left out before
+        ordering, so their share spreads over the others instead of all falling to the next
+        in rotation; when none is available the full order comes back (the caller reports why).
+        """
         if len(route.targets) == 1 and sticky is None:
             return list(route.targets)
+        candidates = self.candidates(route)
+        if requested is not None:
+            now = time.monotonic()
+            cooldowns = self.traffic.cooldowns
+            # Candidates are built from route.targets in the same order.
+            open_ = [c for c, t in zip(candidates, route.targets, strict=True)
+                     if self.providers[t.provider.name].available(
+                         t.upstream_model(requested), cooldowns, now)]
+            if open_ and len(open_) < len(candidates):
+                candidates = tuple(open_)
         ordered = self.traffic.balancer.order(Strategy(route.strategy), route.name,
-                                              self.candidates(route), sticky)
+                                              candidates, sticky)
         return [c.key for c in ordered]  # type: ignore[misc]
 
     def candidates(self, route: ModelRoute) -> tuple[Candidate, ...]:

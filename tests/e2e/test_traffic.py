@@ -51,6 +51,7 @@ def tgw(tmp_path_factory: pytest.TempPathFactory, trio: list[FakeOpenAI]) -> Ite
           pb: {{kind: openai, base_url: "{b}", api_key: env:UP_OPENAI_KEY, {fast}, {breaker}}}
           pc: {{kind: openrouter, base_url: "{c}", api_key: env:UP_OPENAI_KEY, {fast}}}
           pl: {{kind: openai, base_url: "{c}", api_key: env:UP_OPENAI_KEY, limits: {{rpm: 1}}}}
+          pc3: {{kind: openai, base_url: "{c}", api_key: env:UP_OPENAI_KEY}}
         models:
           pair:
             targets:
@@ -70,6 +71,11 @@ def tgw(tmp_path_factory: pytest.TempPathFactory, trio: list[FakeOpenAI]) -> Ite
             targets:
               - {{provider: pa, model: gpt-4o-mini}}
               - {{provider: pb, model: gpt-4o-mini}}
+          three:
+            targets:
+              - {{provider: pa, model: gpt-4o-mini}}
+              - {{provider: pb, model: gpt-4o-mini}}
+              - {{provider: pc3, model: gpt-4o-mini}}
           limited:
             strategy: priority
             targets:
@@ -86,7 +92,7 @@ def _fresh(trio: list[FakeOpenAI], tgw: Gateway) -> Iterator[None]:
     for fake in trio:
         fake.reset()
     yield
-    for name in ("pa", "pb", "pc"):
+    for name in ("pa", "pb", "pc", "pl", "pc3"):
         httpx.post(f"{tgw.url}/v0/operations/providers/{name}/recover", headers=ADMIN)
     for fake in trio:
         fake.assert_clean()
@@ -277,3 +283,15 @@ def test_aliases_and_routing_rules_name_what_fired(chat: Callable[..., Any],
     aliased = chat("small")
     assert aliased.headers["x-sluice-provider"] == "pb"
     assert "x-sluice-route" not in aliased.headers
+
+
+def test_a_cooling_targets_share_spreads_over_the_rest(tgw: Gateway, chat: Callable[..., Any],
+                                                       trio: list[FakeOpenAI]) -> None:
+    """Regression (chaos bench): with round robin over A, B, C and B cooling, B's turns all
+    fell to the target after it; they must spread over A and C."""
+    cooled = httpx.post(f"{tgw.url}/v0/operations/providers/pb/cooldown", headers=ADMIN,
+                        json={"duration": "1m"})
+    assert cooled.status_code == 200
+    seen = [chat("three").headers["x-sluice-provider"] for _ in range(8)]
+    assert "pb" not in seen
+    assert abs(seen.count("pa") - seen.count("pc3")) <= 1
