@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import openai
@@ -32,36 +32,39 @@ def fake_loop() -> Iterator[ThreadLoop]:
     loop.close()
 
 
+F = TypeVar("F", FakeOpenAI, FakeAnthropic, FakeGemini)
+
+
+def _serving(loop: ThreadLoop, fake: F) -> Iterator[F]:
+    """A fake served on the background loop for the session; every fake refuses requests
+    that carry the gateway's own key."""
+    loop.run(fake.start())
+    yield fake
+    loop.run(fake.stop())
+
+
 @pytest.fixture(scope="session")
 def upstream(fake_loop: ThreadLoop) -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(prefix="/v1", api_key=UPSTREAM_KEY, forbidden_values=(GATEWAY_KEY,))
-    fake_loop.run(fake.start())
-    yield fake
-    fake_loop.run(fake.stop())
+    yield from _serving(fake_loop, FakeOpenAI(prefix="/v1", api_key=UPSTREAM_KEY,
+                                              forbidden_values=(GATEWAY_KEY,)))
 
 
 @pytest.fixture(scope="session")
 def router_upstream(fake_loop: ThreadLoop) -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(prefix="/api/v1", api_key=None, forbidden_values=(GATEWAY_KEY,))
-    fake_loop.run(fake.start())
-    yield fake
-    fake_loop.run(fake.stop())
+    yield from _serving(fake_loop, FakeOpenAI(prefix="/api/v1", api_key=None,
+                                              forbidden_values=(GATEWAY_KEY,)))
 
 
 @pytest.fixture(scope="session")
 def anthropic_upstream(fake_loop: ThreadLoop) -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic(api_key=ANTHROPIC_KEY, forbidden_values=(GATEWAY_KEY,))
-    fake_loop.run(fake.start())
-    yield fake
-    fake_loop.run(fake.stop())
+    yield from _serving(fake_loop, FakeAnthropic(api_key=ANTHROPIC_KEY,
+                                                 forbidden_values=(GATEWAY_KEY,)))
 
 
 @pytest.fixture(scope="session")
 def gemini_upstream(fake_loop: ThreadLoop) -> Iterator[FakeGemini]:
-    fake = FakeGemini(api_key=GEMINI_KEY, forbidden_values=(GATEWAY_KEY,))
-    fake_loop.run(fake.start())
-    yield fake
-    fake_loop.run(fake.stop())
+    yield from _serving(fake_loop, FakeGemini(api_key=GEMINI_KEY,
+                                              forbidden_values=(GATEWAY_KEY,)))
 
 
 @pytest.fixture(autouse=True)
