@@ -167,6 +167,8 @@ class ModelSection(_Section):
     targets: Annotated[list[TargetSection], msgspec.Meta(min_length=1)]
     # Model groups tried, in order, once every target of this one failed.
     fallbacks: list[str] = []
+    # Model groups tried when an upstream says the prompt is over its context window.
+    context_window_fallbacks: list[str] = []
     strategy: Literal["round_robin", "weighted", "least_busy", "latency", "cost", "priority",
                       "quota_aware"] = "round_robin"
 
@@ -223,6 +225,7 @@ class ModelRoute:
     targets: tuple[Target, ...]
     fallbacks: tuple[str, ...] = ()
     strategy: str = "round_robin"
+    context_window_fallbacks: tuple[str, ...] = ()
 
     @property
     def is_glob(self) -> bool:
@@ -450,7 +453,8 @@ class _Resolver:
         if targets and not any(t.weight for t in targets):
             self.problems.append(f"models.{name}: every target has weight 0")
         return ModelRoute(name=name, targets=tuple(targets), fallbacks=tuple(sec.fallbacks),
-                          strategy=sec.strategy)
+                          strategy=sec.strategy,
+                          context_window_fallbacks=tuple(sec.context_window_fallbacks))
 
 
 def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
@@ -476,10 +480,11 @@ def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
             providers[name] = p
     models = tuple(r.model(name, sec, providers) for name, sec in cfg.models.items())
     for route in models:
-        for i, group in enumerate(route.fallbacks):
-            if group not in cfg.models or group == route.name:
-                r.problems.append(f"models.{route.name}.fallbacks[{i}]: no other model group "
-                                  f"named {group!r}")
+        for field_name in ("fallbacks", "context_window_fallbacks"):
+            for i, group in enumerate(getattr(route, field_name)):
+                if group not in cfg.models or group == route.name:
+                    r.problems.append(f"models.{route.name}.{field_name}[{i}]: no other model "
+                                      f"group named {group!r}")
     known = set(cfg.models) | set(cfg.routing.aliases)
     for i, rule in enumerate(cfg.routing.rules):
         if rule.model not in known:

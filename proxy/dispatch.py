@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Iterator
 
@@ -138,6 +139,29 @@ def _candidates(rt: Runtime, route: ModelRoute, session: str | None = None,
 
 async def _first_answer(rt: Runtime, ex: Exchange, call: Call,
                         caller_headers: CIMultiDictProxy[str]) -> UpstreamAnswer:
+    """The model's own candidates; when an upstream says the prompt is over its context
+    window, the model's `context_window_fallbacks` groups, in order."""
+    try:
+        return await _passes(rt, ex, call, caller_headers, ex.route)
+    except UpstreamStatusError as err:
+        if err.code != CONTEXT_TOO_LONG or not ex.route.context_window_fallbacks:
+            raise
+        last = err
+    for group in ex.route.context_window_fallbacks:
+        route = rt.router.resolve(group)
+        if route is None:
+            continue
+        try:
+            return await _passes(rt, ex, call, caller_headers, route)
+        except UpstreamStatusError as err:
+            if err.code != CONTEXT_TOO_LONG:
+                raise
+            last = err
+    raise last
+
+
+async def _passes(rt: Runtime, ex: Exchange, call: Call,
+                  caller_headers: CIMultiDictProxy[str], route: ModelRoute) -> UpstreamAnswer:
     """Passes over the candidates, with full-jitter backoff between passes, until one answers
     2xx, a non-retryable error comes back, or the attempts or the deadline run out."""
     policy, traffic = rt.settings.retry, rt.traffic
@@ -151,7 +175,7 @@ async def _first_answer(rt: Runtime, ex: Exchange, call: Call,
                 break
             await asyncio.sleep(delay)
         sent_before = ex.attempts
-        for target in _candidates(rt, ex.route, ex.session, call.model):
+        for target in _candidates(rt, route, ex.session, call.model):
             if time.monotonic() >= deadline:
                 break
             answer, err = await _try(rt, ex, call, target, caller_headers)
@@ -161,7 +185,7 @@ async def _first_answer(rt: Runtime, ex: Exchange, call: Call,
                 last = err
         if ex.attempts == sent_before:
             break  # nothing could be tried: waiting would not change that
-    raise _nothing_served(rt, ex, call, last)
+    raise _nothing_served(rt, route, ex, call, last)
 
 
 async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
@@ -230,11 +254,11 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
     raise failed
 
 
-def _nothing_served(rt: Runtime, ex: Exchange, call: Call,
+def _nothing_served(rt: Runtime, route: ModelRoute, ex: Exchange, call: Call,
                     last: SluiceError | None) -> SluiceError:
     now = time.monotonic()
     cooling = [rt.traffic.cooldowns.remaining((c.label, t.upstream_model(call.model)), now)
-               for t in _candidates(rt, ex.route, ex.session)
+               for t in _candidates(rt, route, ex.session)
                for c in rt.providers[t.provider.name].credentials]
     if cooling and all(cooling):
         wait = str(max(1, math.ceil(min(cooling))))
@@ -253,6 +277,13 @@ def _nothing_served(rt: Runtime, ex: Exchange, call: Call,
 
 
 _RETRYABLE = frozenset({408, 409})
+# OpenAI's code, and the words each provider uses when a prompt is over the context window:
+# OpenAI "maximum context length is", Anthropic "prompt is too long", Gemini "exceeds the
+# maximum number of tokens allowed", OpenAI-compatible servers "context length", "context window".
+CONTEXT_TOO_LONG = "context_length_exceeded"
+_CONTEXT_MESSAGE = re.compile(
+    r"context_length_exceeded|maximum context length|context length|context window|"
+    r"prompt is too long|exceeds the maximum number of tokens", re.IGNORECASE)
 
 
 async def _status_error(pr: ProviderRuntime, answer: UpstreamAnswer, call: Call
@@ -307,6 +338,8 @@ def _policy(provider: str, status: int, message: str, etype: str | None, code: s
             type="rate_limit_error", code="rate_limit_exceeded",
             headers={"Retry-After": retry_after or "1"})
     if 400 <= status < 500:
+        if _CONTEXT_MESSAGE.search(f"{code or ''} {message}"):
+            code = CONTEXT_TOO_LONG
         return UpstreamStatusError(status, message or f"Provider '{provider}' answered {status}.",
                                    type=etype, code=code, param=param)
     return UpstreamStatusError(

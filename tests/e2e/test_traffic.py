@@ -71,6 +71,9 @@ def tgw(tmp_path_factory: pytest.TempPathFactory, trio: list[FakeOpenAI]) -> Ite
             targets:
               - {{provider: pa, model: gpt-4o-mini}}
               - {{provider: pb, model: gpt-4o-mini}}
+          short:
+            targets: [{{provider: pa, model: gpt-4o-mini}}]
+            context_window_fallbacks: [backup]
           three:
             targets:
               - {{provider: pa, model: gpt-4o-mini}}
@@ -295,3 +298,18 @@ def test_a_cooling_targets_share_spreads_over_the_rest(tgw: Gateway, chat: Calla
     seen = [chat("three").headers["x-sluice-provider"] for _ in range(8)]
     assert "pb" not in seen
     assert abs(seen.count("pa") - seen.count("pc3")) <= 1
+
+
+def test_context_window_fallback(chat: Callable[..., Any], trio: list[FakeOpenAI]) -> None:
+    a, b, _ = trio
+    a.behavior.status = 400
+    a.behavior.body = {"error": {
+        "message": "This model's maximum context length is 128000 tokens. However, your "
+                   "messages resulted in 130000 tokens.",
+        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+    resp = chat("short")
+    assert resp.headers["x-sluice-provider"] == "pb"
+    assert a.calls["/chat/completions"] == 1 and b.calls["/chat/completions"] == 1
+    with pytest.raises(openai.BadRequestError) as info:
+        chat("solo")  # no context fallback: the provider's 400 reaches the caller
+    assert info.value.code == "context_length_exceeded"
