@@ -42,6 +42,9 @@ class ProviderSpec:
     wraps_rate_limit_in_500: bool = False
     # Served inside the gateway process (the offline demo model); no network at all.
     builtin: bool = False
+    # What an active health check asks for, after the base URL: the model list, which every
+    # provider serves to a valid key without spending tokens.
+    health_path: str = "/models"
     # Takes `top_k` (vLLM, OpenRouter, DashScope do); OpenAI refuses it ("Unrecognized request
     # argument supplied: top_k"), and Gemini CLI sends topK on every request.
     takes_top_k: bool = True
@@ -69,6 +72,7 @@ REGISTRY: dict[str, ProviderSpec] = {
             extra_headers=(("anthropic-version", "2023-06-01"),),
             passthrough_headers=frozenset({"anthropic-beta"}),
             stream_usage_option=False,
+            health_path="/v1/models",
         ),
         ProviderSpec(
             # Base URL without the version path; the adapter adds /v1beta/models/...
@@ -78,6 +82,7 @@ REGISTRY: dict[str, ProviderSpec] = {
             env_key="GEMINI_API_KEY",
             auth="x-goog-api-key",
             stream_usage_option=False,
+            health_path="/v1beta/models",
         ),
         ProviderSpec(
             kind="openrouter",

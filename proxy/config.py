@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "Credential",
     "GatewayKey",
+    "HealthCheck",
     "ModelRoute",
     "Provider",
     "Rule",
@@ -140,6 +141,12 @@ class RoutingSection(_Section):
     rules: list[RuleSection] = []
 
 
+class HealthCheckSection(_Section):
+    interval: Duration = 30
+    timeout: Duration = 5
+    path: str | None = None  # after base_url; default: the provider's model list
+
+
 class ProviderSection(_Section):
     kind: str
     base_url: str | None = None
@@ -152,6 +159,8 @@ class ProviderSection(_Section):
     breaker: BreakerSection = msgspec.field(default_factory=BreakerSection)
     # Per credential and upstream model, as the providers count them.
     limits: LimitSection = msgspec.field(default_factory=LimitSection)
+    # Off by default: probes spend quota; the answers themselves drive cooldowns and breakers.
+    health_check: HealthCheckSection | None = None
 
 
 class TargetSection(_Section):
@@ -205,6 +214,7 @@ class Provider:
     cooldown: CooldownPolicy
     breaker: BreakerPolicy
     rate_limit: RateLimit
+    health_check: HealthCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +240,13 @@ class ModelRoute:
     @property
     def is_glob(self) -> bool:
         return any(c in self.name for c in "*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    interval: float
+    timeout: float
+    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +438,13 @@ class _Resolver:
                 for k in ("rate_limit", "error", "window", "cap")]
         brk = [self.number(f"{path}.breaker.{k}", parse_duration, getattr(b, k))
                for k in ("window", "open_for")]
+        health = None
+        if sec.health_check is not None:
+            h = sec.health_check
+            every = self.number(f"{path}.health_check.interval", parse_duration, h.interval)
+            wait = self.number(f"{path}.health_check.timeout", parse_duration, h.timeout)
+            if every is not None and wait is not None:
+                health = HealthCheck(max(every, 1.0), wait, h.path or spec.health_path)
         if None in secs or None in cool or None in brk:
             return None
         return Provider(
@@ -438,6 +462,7 @@ class _Resolver:
                                   half_open_probes=b.half_open_probes,
                                   close_after=b.close_after),
             rate_limit=RateLimit(rpm=sec.limits.rpm, tpm=sec.limits.tpm),
+            health_check=health,
         )
 
     def model(self, name: str, sec: ModelSection, providers: Mapping[str, Provider]) -> ModelRoute:

@@ -7,6 +7,7 @@ current runtime behind the app's typed key (aiohttp freezes the app, so the stat
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
@@ -215,11 +216,13 @@ class Runtime:
 
 
 class GatewayState:
-    __slots__ = ("runtime", "started_at")
+    __slots__ = ("runtime", "started_at", "tasks")
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.started_at = time.time()
+        # Background tasks (health checks) the gateway cancels when it stops.
+        self.tasks: list[asyncio.Task[None]] = []
 
 
 STATE = web.AppKey("sluice_state", GatewayState)

@@ -14,7 +14,7 @@ from aiohttp import web
 from adapters.dialects import ADAPTERS
 from adapters.openai import encode_error
 from adapters.providers import Dialect
-from proxy import anthropic_api, gemini_api, handlers, openai_api, ops
+from proxy import anthropic_api, gemini_api, handlers, health, openai_api, ops
 from proxy.config import ConfigError, Settings
 from proxy.errors import BodyTooLarge, MethodNotAllowed, NotFound, SluiceError, canonical_error
 from proxy.handlers import dialect_of
@@ -103,6 +103,8 @@ def build_app(settings: Settings) -> web.Application:
     async def _close_upstreams(app: web.Application) -> None:
         await app[STATE].runtime.aclose()
 
+    app.on_startup.append(health.start_health_checks)
+    app.on_cleanup.append(health.stop_health_checks)
     app.on_cleanup.append(_close_upstreams)
     _routes(app)
     return app

@@ -52,6 +52,8 @@ def tgw(tmp_path_factory: pytest.TempPathFactory, trio: list[FakeOpenAI]) -> Ite
           pc: {{kind: openrouter, base_url: "{c}", api_key: env:UP_OPENAI_KEY, {fast}}}
           pl: {{kind: openai, base_url: "{c}", api_key: env:UP_OPENAI_KEY, limits: {{rpm: 1}}}}
           pc3: {{kind: openai, base_url: "{c}", api_key: env:UP_OPENAI_KEY}}
+          ph: {{kind: openai, base_url: "{c}", api_key: env:UP_OPENAI_KEY,
+                health_check: {{interval: 1s, timeout: 500ms}}, cooldown: {{error: 30s}}}}
         models:
           pair:
             targets:
@@ -74,6 +76,10 @@ def tgw(tmp_path_factory: pytest.TempPathFactory, trio: list[FakeOpenAI]) -> Ite
           short:
             targets: [{{provider: pa, model: gpt-4o-mini}}]
             context_window_fallbacks: [backup]
+          probed:
+            targets:
+              - {{provider: ph, model: gpt-4o-mini, weight: 1}}
+              - {{provider: pb, model: gpt-4o-mini, weight: 0}}
           three:
             targets:
               - {{provider: pa, model: gpt-4o-mini}}
@@ -95,7 +101,7 @@ def _fresh(trio: list[FakeOpenAI], tgw: Gateway) -> Iterator[None]:
     for fake in trio:
         fake.reset()
     yield
-    for name in ("pa", "pb", "pc", "pl", "pc3"):
+    for name in ("pa", "pb", "pc", "pl", "pc3", "ph"):
         httpx.post(f"{tgw.url}/v0/operations/providers/{name}/recover", headers=ADMIN)
     for fake in trio:
         fake.assert_clean()
@@ -313,3 +319,26 @@ def test_context_window_fallback(chat: Callable[..., Any], trio: list[FakeOpenAI
     with pytest.raises(openai.BadRequestError) as info:
         chat("solo")  # no context fallback: the provider's 400 reaches the caller
     assert info.value.code == "context_length_exceeded"
+
+
+def test_active_health_check_takes_a_failing_provider_out_and_back(
+        tgw: Gateway, chat: Callable[..., Any], trio: list[FakeOpenAI]) -> None:
+    c = trio[2]
+    c.behavior.status = 503  # the probe (GET /v1/models) and requests fail alike
+    deadline = time.monotonic() + 5
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{tgw.url}/v0/operations/cooldown/status", headers=ADMIN).json()
+        if "ph" in status["providers_in_cooldown"]:
+            break
+        time.sleep(0.2)
+    period = next(p for p in status["cooldown_periods"] if p["provider"] == "ph")
+    assert period["reason"] == "health_check"
+    c.reset()
+    assert chat("probed").headers["x-sluice-provider"] == "pb"
+    assert c.calls["/chat/completions"] == 0, "a provider failing its probe gets no traffic"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and chat("probed").headers["x-sluice-provider"] != "ph":
+        time.sleep(0.2)  # the next good probe brings it back
+    assert chat("probed").headers["x-sluice-provider"] == "ph"
+    assert c.calls["/models"] >= 1
