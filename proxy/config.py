@@ -85,6 +85,8 @@ class AdminSection(_Section):
 class LimitSection(_Section):
     rpm: Annotated[int, msgspec.Meta(ge=1)] | None = None  # requests per minute
     tpm: Annotated[int, msgspec.Meta(ge=1)] | None = None  # tokens per minute (prompt + max_tokens)
+    # A target over its limit: wait at most this long for room, else try the next candidate.
+    max_wait: Duration = 0
 
 
 class KeySection(_Section):
@@ -215,6 +217,7 @@ class Provider:
     breaker: BreakerPolicy
     rate_limit: RateLimit
     health_check: HealthCheck | None = None
+    max_wait: float = 0.0  # longest wait for room under `rate_limit` before skipping
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +441,9 @@ class _Resolver:
                 for k in ("rate_limit", "error", "window", "cap")]
         brk = [self.number(f"{path}.breaker.{k}", parse_duration, getattr(b, k))
                for k in ("window", "open_for")]
+        max_wait = self.number(f"{path}.limits.max_wait", parse_duration, sec.limits.max_wait)
+        if max_wait is None:
+            return None
         health = None
         if sec.health_check is not None:
             h = sec.health_check
@@ -463,6 +469,7 @@ class _Resolver:
                                   close_after=b.close_after),
             rate_limit=RateLimit(rpm=sec.limits.rpm, tpm=sec.limits.tpm),
             health_check=health,
+            max_wait=max_wait,
         )
 
     def model(self, name: str, sec: ModelSection, providers: Mapping[str, Provider]) -> ModelRoute:

@@ -33,6 +33,7 @@ from proxy.errors import (
     UpstreamError,
     UpstreamStatusError,
 )
+from proxy.limits import Limiter
 from proxy.runtime import (
     CredentialHeaders,
     ProviderRuntime,
@@ -203,9 +204,9 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
     if cred is None:
         return None, None
     cool_key = (cred.label, model)
-    limit = pr.provider.rate_limit
-    if not traffic.target_limits.check(cool_key, limit, ex.tokens, now).allowed:
+    if not await _room(traffic.target_limits, cool_key, pr, ex.tokens):
         return None, None  # over its own RPM/TPM: the next candidate, never a queue
+    now = time.monotonic()
     path, payload, translated = _outgoing(call, pr, model)
     breaker = traffic.breakers.get((pr.name, model))
     if not breaker.allow(now):
@@ -252,6 +253,19 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
         return None, failed
     breaker.record(True, done)  # the caller's request was at fault, not the provider
     raise failed
+
+
+async def _room(limits: Limiter, key: tuple[str, str], pr: ProviderRuntime, tokens: int) -> bool:
+    """Take room under the target's RPM/TPM, waiting at most `limits.max_wait` for it; each
+    request waits on its own, so there is no queue to grow."""
+    limit, bound = pr.provider.rate_limit, pr.provider.max_wait
+    decision = limits.check(key, limit, tokens, time.monotonic())
+    if decision.allowed:
+        return True
+    if decision.retry_after > bound:
+        return False
+    await asyncio.sleep(decision.retry_after)
+    return limits.check(key, limit, tokens, time.monotonic()).allowed
 
 
 def _nothing_served(rt: Runtime, route: ModelRoute, ex: Exchange, call: Call,

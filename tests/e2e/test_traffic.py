@@ -52,6 +52,8 @@ def tgw(tmp_path_factory: pytest.TempPathFactory, trio: list[FakeOpenAI]) -> Ite
           pc: {{kind: openrouter, base_url: "{c}", api_key: env:UP_OPENAI_KEY, {fast}}}
           pl: {{kind: openai, base_url: "{c}", api_key: env:UP_OPENAI_KEY, limits: {{rpm: 1}}}}
           pc3: {{kind: openai, base_url: "{c}", api_key: env:UP_OPENAI_KEY}}
+          plw: {{kind: openai, base_url: "{c}", api_key: env:UP_OPENAI_KEY,
+                 limits: {{rpm: 60, max_wait: 2s}}}}
           ph: {{kind: openai, base_url: "{c}", api_key: env:UP_OPENAI_KEY,
                 health_check: {{interval: 1s, timeout: 500ms}}, cooldown: {{error: 30s}}}}
         models:
@@ -80,6 +82,11 @@ def tgw(tmp_path_factory: pytest.TempPathFactory, trio: list[FakeOpenAI]) -> Ite
             targets:
               - {{provider: ph, model: gpt-4o-mini, weight: 1}}
               - {{provider: pb, model: gpt-4o-mini, weight: 0}}
+          waiting:
+            strategy: priority
+            targets:
+              - {{provider: plw, model: gpt-4o-mini, priority: 0}}
+              - {{provider: pb, model: gpt-4o-mini, priority: 1}}
           three:
             targets:
               - {{provider: pa, model: gpt-4o-mini}}
@@ -101,7 +108,7 @@ def _fresh(trio: list[FakeOpenAI], tgw: Gateway) -> Iterator[None]:
     for fake in trio:
         fake.reset()
     yield
-    for name in ("pa", "pb", "pc", "pl", "pc3", "ph"):
+    for name in ("pa", "pb", "pc", "pl", "pc3", "ph", "plw"):
         httpx.post(f"{tgw.url}/v0/operations/providers/{name}/recover", headers=ADMIN)
     for fake in trio:
         fake.assert_clean()
@@ -342,3 +349,13 @@ def test_active_health_check_takes_a_failing_provider_out_and_back(
         time.sleep(0.2)  # the next good probe brings it back
     assert chat("probed").headers["x-sluice-provider"] == "ph"
     assert c.calls["/models"] >= 1
+
+
+def test_a_target_over_its_rpm_is_waited_for_within_the_bound(chat: Callable[..., Any]) -> None:
+    """plw allows 60 requests a minute (a burst of 60, then one a second) and may be waited for
+    up to 2 s: past the burst, a request waits for room instead of going to the next tier."""
+    for _ in range(60):
+        assert chat("waiting").headers["x-sluice-provider"] == "plw"
+    started = time.monotonic()
+    assert chat("waiting").headers["x-sluice-provider"] == "plw"
+    assert 0.3 < time.monotonic() - started < 2.0
