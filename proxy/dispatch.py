@@ -22,6 +22,7 @@ from multidict import CIMultiDictProxy
 from adapters.canonical import TranslationError, Usage
 from adapters.dialects import ADAPTERS
 from adapters.openai import parse_error
+from proxy.breaker import Breaker
 from proxy.calls import Call
 from proxy.config import GatewayKey, ModelRoute, Target
 from proxy.cooldown import retry_after_seconds
@@ -38,6 +39,7 @@ from proxy.runtime import (
     CredentialHeaders,
     ProviderRuntime,
     Runtime,
+    Traffic,
     UpstreamAnswer,
     target_name,
 )
@@ -239,18 +241,24 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
         ex.strip_usage = (not translated and call.stream and not call.include_usage
                           and pr.provider.spec.stream_usage_option)
         return answer, None
+    status = answer.status
     failed, retry_after = await _status_error(pr, answer, call)
+    return None, _judge(traffic, pr, cool_key, breaker, status, failed, retry_after)
+
+
+def _judge(traffic: Traffic, pr: ProviderRuntime, cool_key: tuple[str, str], breaker: Breaker,
+           status: int, failed: SluiceError, retry_after: float | None) -> SluiceError:
+    """Feed an upstream's non-2xx to the cooldowns and the breaker; return it when another
+    candidate may serve (retryable), raise it when the caller's request was at fault."""
     done = time.monotonic()
     if failed.status == 429:
         traffic.cooldowns.on_rate_limited(cool_key, pr.provider.cooldown, done, retry_after)
         breaker.release_probe()  # throttled is not broken
-        return None, failed
-    if (answer.status >= 500 or answer.status in _RETRYABLE
-            or failed.code == "upstream_auth_failed"):
-        traffic.cooldowns.on_failure(cool_key, pr.provider.cooldown, done,
-                                     f"http_{answer.status}")
+        return failed
+    if status >= 500 or status in _RETRYABLE or failed.code == "upstream_auth_failed":
+        traffic.cooldowns.on_failure(cool_key, pr.provider.cooldown, done, f"http_{status}")
         breaker.record(False, done)
-        return None, failed
+        return failed
     breaker.record(True, done)  # the caller's request was at fault, not the provider
     raise failed
 
@@ -258,14 +266,19 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
 async def _room(limits: Limiter, key: tuple[str, str], pr: ProviderRuntime, tokens: int) -> bool:
     """Take room under the target's RPM/TPM, waiting at most `limits.max_wait` for it; each
     request waits on its own, so there is no queue to grow."""
-    limit, bound = pr.provider.rate_limit, pr.provider.max_wait
-    decision = limits.check(key, limit, tokens, time.monotonic())
-    if decision.allowed:
-        return True
-    if decision.retry_after > bound:
-        return False
-    await asyncio.sleep(decision.retry_after)
-    return limits.check(key, limit, tokens, time.monotonic()).allowed
+    limit = pr.provider.rate_limit
+    now = time.monotonic()
+    deadline = now + pr.provider.max_wait
+    while True:
+        decision = limits.check(key, limit, tokens, now)
+        if decision.allowed:
+            return True
+        if now + decision.retry_after > deadline:
+            return False
+        # The loop's timers may fire a little early (uvloop keeps whole milliseconds), so the
+        # room is checked again rather than assumed.
+        await asyncio.sleep(decision.retry_after)
+        now = time.monotonic()
 
 
 def _nothing_served(rt: Runtime, route: ModelRoute, ex: Exchange, call: Call,

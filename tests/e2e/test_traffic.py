@@ -354,8 +354,9 @@ def test_active_health_check_takes_a_failing_provider_out_and_back(
 def test_a_target_over_its_rpm_is_waited_for_within_the_bound(chat: Callable[..., Any]) -> None:
     """plw allows 60 requests a minute (a burst of 60, then one a second) and may be waited for
     up to 2 s: past the burst, a request waits for room instead of going to the next tier."""
-    for _ in range(60):
+    waits = []
+    for _ in range(64):  # the burst, refilled a little while it is spent, then past it
+        started = time.monotonic()
         assert chat("waiting").headers["x-sluice-provider"] == "plw"
-    started = time.monotonic()
-    assert chat("waiting").headers["x-sluice-provider"] == "plw"
-    assert 0.3 < time.monotonic() - started < 2.0
+        waits.append(time.monotonic() - started)
+    assert 0.3 < max(waits) < 2.0, "past the burst, a request waited for room"
