@@ -1,9 +1,11 @@
-"""Model names to candidate targets: exact aliases, `provider/model`, then glob routes."""
+"""Model names to routes: exact aliases, `provider/model`, then glob routes.
+
+The order in which a route's targets are tried is the balancer's (proxy/balance.py).
+"""
 
 from __future__ import annotations
 
 import fnmatch
-import random
 import re
 from collections.abc import Mapping
 
@@ -17,9 +19,9 @@ _ADHOC_CACHE_MAX = 4096
 
 
 class Router:
-    __slots__ = ("_adhoc", "_exact", "_globs", "_providers", "_random")
+    __slots__ = ("_adhoc", "_exact", "_globs", "_providers")
 
-    def __init__(self, settings: Settings, rng: random.Random | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._exact: dict[str, ModelRoute] = {}
         self._globs: list[tuple[re.Pattern[str], ModelRoute]] = []
         for route in settings.models:
@@ -29,7 +31,6 @@ class Router:
                 self._exact[route.name] = route
         self._providers: Mapping[str, Provider] = settings.providers
         self._adhoc: dict[str, ModelRoute] = {}
-        self._random = rng or random.Random()
 
     def resolve(self, model: str) -> ModelRoute | None:
         """The route serving `model`, or None when no alias, provider prefix or glob matches."""
@@ -48,22 +49,6 @@ class Router:
             if pattern.match(model):
                 return glob_route
         return None
-
-    def order(self, route: ModelRoute) -> tuple[Target, ...] | list[Target]:
-        """Targets in the order to try them: a weighted random draw without replacement.
-
-        Each target gets the key u**(1/w) (Efraimidis-Spirakis), so the first pick follows the
-        weights exactly and the rest are fallbacks; weight 0 targets are standbys, tried last.
-        """
-        targets = route.targets
-        if len(targets) == 1:
-            return targets
-        rnd = self._random.random
-        return sorted(
-            targets,
-            key=lambda t: rnd() ** (1.0 / t.weight) if t.weight else -1.0,
-            reverse=True,
-        )
 
     def listed(self) -> list[ModelRoute]:
         """The routes `GET /v1/models` shows: every named alias (globs are not model names)."""
