@@ -53,9 +53,10 @@ _ERROR_QUOTE_MAX = 1000
 class Exchange:
     """One proxied request: who asked, for what, where it went and what it cost."""
 
-    __slots__ = ("attempts", "caller", "limit_key", "provider", "request_id", "requested_model",
-                 "route", "session", "started", "strip_usage", "tokens", "translated",
-                 "upstream_model", "usage")
+    __slots__ = ("attempts", "body_wait", "caller", "credential", "estimated", "first_byte",
+                 "limit_key", "outcome", "provider", "request_id", "requested_model", "route",
+                 "session", "started", "strip_usage", "tokens", "translated", "upstream_model",
+                 "upstream_wait", "usage")
 
     def __init__(self, request_id: str, caller: GatewayKey, route: ModelRoute, model: str) -> None:
         self.request_id = request_id
@@ -74,6 +75,13 @@ class Exchange:
         self.session: str | None = None  # x-session-id: the same session, the same target
         self.tokens = 0  # the up-front token estimate charged to rate limits
         self.limit_key: tuple[str, str] | None = None  # the target bucket charged
+        self.credential: str | None = None  # the label of the credential that answered last
+        # Accounting of time (monotonic seconds), for latency, TTFT and the gateway's overhead:
+        self.upstream_wait = 0.0  # spent waiting on upstreams for answer headers (all attempts)
+        self.body_wait = 0.0  # spent reading the answer's body or stream after its headers
+        self.first_byte: float | None = None  # when the caller got its first byte (streams)
+        self.estimated = False  # `usage` was counted by the gateway, not reported upstream
+        self.outcome = "ok"  # ok | cut (upstream broke the stream) | client_closed
 
     def __repr__(self) -> str:
         where = self.provider.name if self.provider else None
@@ -216,12 +224,14 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
         return None, None
     ex.attempts += 1
     ex.provider = pr
+    ex.credential = cred.label
     stats = traffic.stats_for(target_name(target))
     stats.started()
     try:
         answer = await pr.upstream.request(
             b"POST", pr.upstream.base_path + path, _forwarded(pr, cred, caller_headers), payload)
     except UpstreamError as err:
+        ex.upstream_wait += time.monotonic() - now
         traffic.cooldowns.on_failure(cool_key, pr.provider.cooldown, time.monotonic(), err.code)
         breaker.record(False, time.monotonic())
         stats.finished(None, False, now=time.monotonic())
@@ -231,6 +241,7 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
         stats.finished(None, False, now=time.monotonic())
         raise
     answered = time.monotonic()
+    ex.upstream_wait += answered - now
     stats.finished(answered - now, 200 <= answer.status < 300, now=answered)
     if 200 <= answer.status < 300:
         traffic.cooldowns.on_success(cool_key, sent_at=now)

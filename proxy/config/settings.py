@@ -1,0 +1,136 @@
+"""What the gateway runs on: the frozen `Settings` a valid config resolves to.
+
+The rest of the gateway sees only these; secrets are resolved here and never shown (`repr=False`,
+credential labels say where a secret came from, not what it is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from adapters.providers import ProviderSpec
+from proxy.breaker import BreakerPolicy
+from proxy.cooldown import CooldownPolicy
+from proxy.limits import RateLimit
+from proxy.upstream import PoolLimits, Timeouts
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8317
+# OpenAI accepts requests up to about 32 MiB (images as base64 make bodies large); beyond that a
+# body is more likely a mistake or an attack than a prompt.
+DEFAULT_MAX_BODY = 32 << 20
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` lists each one with its path."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+# --- what the gateway runs on ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    # Says where the secret came from (`env:NAME`), never the secret itself.
+    label: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    spec: ProviderSpec
+    base_url: str
+    credentials: tuple[Credential, ...]
+    headers: tuple[tuple[str, str], ...]
+    timeouts: Timeouts
+    limits: PoolLimits
+    cooldown: CooldownPolicy
+    breaker: BreakerPolicy
+    rate_limit: RateLimit
+    health_check: HealthCheck | None = None
+    max_wait: float = 0.0  # longest wait for room under `rate_limit` before skipping
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: Provider
+    model: str | None
+    weight: int
+    priority: int = 0
+    price: float | None = None
+
+    def upstream_model(self, requested: str) -> str:
+        return self.model if self.model is not None else requested
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    name: str
+    targets: tuple[Target, ...]
+    fallbacks: tuple[str, ...] = ()
+    strategy: str = "round_robin"
+    context_window_fallbacks: tuple[str, ...] = ()
+
+    @property
+    def is_glob(self) -> bool:
+        return any(c in self.name for c in "*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    interval: float
+    timeout: float
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A routing rule: when every given condition holds, the request goes to `model`."""
+
+    name: str
+    model: str
+    tokens_over: int | None = None
+    model_glob: str | None = None
+    thinking: bool | None = None
+    tool: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 2
+    backoff: float = 0.2
+    max_backoff: float = 5.0
+    deadline: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayKey:
+    name: str
+    secret: str = field(repr=False)
+    limits: RateLimit = field(default_factory=RateLimit)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    source: str
+    host: str
+    port: int
+    max_body: int
+    admin_key: str | None = field(repr=False)
+    admin_allow_remote: bool
+    keys: tuple[GatewayKey, ...]
+    providers: Mapping[str, Provider]
+    # In config order: exact names are looked up first, then globs in this order.
+    models: tuple[ModelRoute, ...]
+    retry: RetryPolicy
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+
+
