@@ -27,6 +27,7 @@ run: $(STAMP)
 	$(VENV)/bin/sluice serve $(ARGS)
 
 test: $(DEVSTAMP)
+	tests/services/install-packages postgresql:'/usr/lib/postgresql/*/bin/initdb'
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Real clients through the gateway, to fake providers of another dialect: Claude Code and Gemini

@@ -128,10 +128,14 @@ class Candidate:
     priority: int = 0  # lower first
     price: float | None = None  # USD per 1M input+output tokens (blended); None: unknown, last
     quota_left: float | None = None  # fraction 0..1 of provider quota remaining; None: unknown
+    quota: Callable[[], float | None] | None = None  # reads quota_left live, when given
     stats: TargetStats | None = None
     # A stable identity for stickiness and the status page, e.g. "openai#0/gpt-4.1". Without it
     # `repr(key)` is used, which changes whenever any field of the key does.
     name: str | None = None
+
+    def left(self) -> float | None:
+        return self.quota() if self.quota is not None else self.quota_left
 
     @property
     def label(self) -> str:
@@ -222,11 +226,12 @@ class Balancer:
                 case Strategy.PRIORITY:
                     score = c.priority
                 case Strategy.QUOTA_AWARE:
-                    score = 1.0 if c.quota_left is None else c.quota_left
+                    left = c.left()
+                    score = 1.0 if left is None else left
             out.append({
                 "target": c.label, "weight": c.weight, "score": score,
                 "share": share if strategy in _WEIGHT_DECIDES else None,
-                "priority": c.priority, "price": c.price, "quota_left": c.quota_left,
+                "priority": c.priority, "price": c.price, "quota_left": c.left(),
                 "in_flight": s.in_flight if s else 0, "latency_ms": latency_ms,
                 "requests": s.requests if s else 0, "failures": s.failures if s else 0,
             })
@@ -335,7 +340,8 @@ def _quota(c: Candidate) -> float:
     """Most quota first, in steps. Unknown counts as full: quota is learned only from a
     target's answers, so a target never tried must be tried to be learned (an idle key is
     also what a provider sees as full)."""
-    q = 1.0 if c.quota_left is None else min(max(c.quota_left, 0.0), 1.0)
+    left = c.left()
+    q = 1.0 if left is None else min(max(left, 0.0), 1.0)
     return -math.floor(q / _QUOTA_STEP + _QUOTA_NUDGE)
 
 

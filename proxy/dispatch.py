@@ -55,8 +55,8 @@ class Exchange:
 
     __slots__ = ("attempts", "body_wait", "caller", "credential", "estimated", "first_byte",
                  "limit_key", "outcome", "provider", "request_id", "requested_model", "route",
-                 "session", "started", "strip_usage", "tokens", "translated", "upstream_model",
-                 "upstream_wait", "usage")
+                 "session", "started", "strip_usage", "target", "tokens", "translated",
+                 "upstream_model", "upstream_wait", "usage")
 
     def __init__(self, request_id: str, caller: GatewayKey, route: ModelRoute, model: str) -> None:
         self.request_id = request_id
@@ -76,6 +76,7 @@ class Exchange:
         self.tokens = 0  # the up-front token estimate charged to rate limits
         self.limit_key: tuple[str, str] | None = None  # the target bucket charged
         self.credential: str | None = None  # the label of the credential that answered last
+        self.target: Target | None = None  # the target whose answer the caller gets
         # Accounting of time (monotonic seconds), for latency, TTFT and the gateway's overhead:
         self.upstream_wait = 0.0  # spent waiting on upstreams for answer headers (all attempts)
         self.body_wait = 0.0  # spent reading the answer's body or stream after its headers
@@ -232,6 +233,7 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
             b"POST", pr.upstream.base_path + path, _forwarded(pr, cred, caller_headers), payload)
     except UpstreamError as err:
         ex.upstream_wait += time.monotonic() - now
+        rt.metrics.upstream_error(pr.name, err.code or "upstream_error")
         traffic.cooldowns.on_failure(cool_key, pr.provider.cooldown, time.monotonic(), err.code)
         breaker.record(False, time.monotonic())
         stats.finished(None, False, now=time.monotonic())
@@ -247,6 +249,7 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
         traffic.cooldowns.on_success(cool_key, sent_at=now)
         breaker.record(True, time.monotonic())
         ex.limit_key = cool_key
+        ex.target = target
         ex.upstream_model = model
         ex.translated = translated
         ex.strip_usage = (not translated and call.stream and not call.include_usage
@@ -254,6 +257,7 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
         return answer, None
     status = answer.status
     failed, retry_after = await _status_error(pr, answer, call)
+    rt.metrics.upstream_error(pr.name, "rate_limited" if failed.status == 429 else f"http_{status}")
     return None, _judge(traffic, pr, cool_key, breaker, status, failed, retry_after)
 
 

@@ -15,11 +15,13 @@ __all__ = [
     "AllCoolingDown",
     "BadRequest",
     "BodyTooLarge",
+    "BudgetExhausted",
     "CallerRateLimited",
     "GatewayBusy",
     "InvalidJSON",
     "MethodNotAllowed",
     "MissingField",
+    "ModelNotAllowed",
     "ModelNotFound",
     "NotFound",
     "SluiceError",
@@ -108,6 +110,22 @@ class ModelNotFound(NotFound):
             "GET /v1/models lists the models it serves.",
             param="model",
         )
+
+
+class ModelNotAllowed(SluiceError):
+    """The caller's gateway key may not use this model (`keys[].models`)."""
+
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class BudgetExhausted(SluiceError):
+    """The caller's gateway key spent its budget for the period (`keys[].budget`)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
 
 
 class MethodNotAllowed(SluiceError):

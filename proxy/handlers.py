@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from fnmatch import fnmatchcase
 
 import msgspec
 from aiohttp import web
@@ -29,9 +30,11 @@ from proxy.dispatch import Exchange, open_upstream
 from proxy.errors import (
     BadRequest,
     BodyTooLarge,
+    BudgetExhausted,
     CallerRateLimited,
     InvalidJSON,
     MissingField,
+    ModelNotAllowed,
     ModelNotFound,
     UnsupportedMediaType,
 )
@@ -41,6 +44,10 @@ from proxy.stream import UsageTap, pipe_stream
 from proxy.translate import answer_translated
 
 __all__ = [
+    "ANSWER_BODY",
+    "CALL",
+    "CALLER",
+    "EXCHANGE",
     "JSON_HEADERS",
     "authenticate",
     "check_object",
@@ -52,6 +59,16 @@ __all__ = [
     "root",
     "serve_call",
 ]
+
+# What the pipeline learns about a request, left on it for its usage record (proxy.accounting).
+CALLER = "sluice_caller"
+CALL = "sluice_call"
+EXCHANGE = "sluice_exchange"
+ANSWER_BODY = "sluice_answer_body"  # kept only with `log.bodies: true`
+
+
+def rt_logs_bodies(request: web.Request) -> bool:
+    return request.app[STATE].runtime.settings.log.bodies
 
 _ENCODE = msgspec.json.Encoder()
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -75,7 +92,8 @@ def authenticate(request: web.Request, *, query_key: bool = False) -> tuple[Runt
     send the key as `?key=` (never logged, never forwarded)."""
     rt = request.app[STATE].runtime
     fallback = request.query.get("key") if query_key else None
-    return rt, rt.keys.authenticate(request.headers, fallback)
+    caller = request[CALLER] = rt.keys.authenticate(request.headers, fallback)
+    return rt, caller
 
 
 def _is_json(content_type: str) -> bool:
@@ -127,6 +145,15 @@ def check_object(body: bytes) -> None:
 
 async def serve_call(request: web.Request, rt: Runtime, caller: GatewayKey,
                      call: Call) -> web.StreamResponse:
+    request[CALL] = call
+    if caller.models is not None and not any(fnmatchcase(call.model, g) for g in caller.models):
+        raise ModelNotAllowed(f"Gateway key '{caller.name}' may not use model '{call.model}' "
+                              f"(allowed: {', '.join(caller.models) or 'none'}).", param="model")
+    if caller.budgets:
+        over = request.app[STATE].ledger.check(caller, time.time())
+        if over is not None:
+            wait = max(1, math.ceil(over.resets_at - time.time()))
+            raise BudgetExhausted(over.message(caller.name), headers={"Retry-After": str(wait)})
     tokens = estimate_request_tokens(len(call.body), _max_tokens(call))
     model, rule = rt.rules.apply(call, caller.name, tokens) if rt.rules else (call.model, None)
     route = rt.router.resolve(model)
@@ -137,7 +164,7 @@ async def serve_call(request: web.Request, rt: Runtime, caller: GatewayKey,
         first = rt.order(route)[0]
         if first.provider.spec.dialect != call.dialect:
             return await count_translated(rt, call, first, {"x-request-id": rid})
-    ex = Exchange(rid, caller, route, call.model)
+    ex = request[EXCHANGE] = Exchange(rid, caller, route, call.model)
     ex.session = request.headers.get("x-session-id")
     ex.tokens = tokens
     traffic, now = rt.traffic, time.monotonic()
@@ -197,10 +224,14 @@ async def _answer_same_dialect(request: web.Request, ex: Exchange, call: Call,
         if sse or call.dialect == "gemini":  # Gemini without ?alt=sse: a streamed JSON array
             tap = UsageTap(ex) if sse and call.dialect == "openai" else None
             return await pipe_stream(request, answer, headers, call.dialect, tap)
+    read_at = time.monotonic()
     try:
         data = await answer.read()
     finally:
         answer.close()
+    ex.body_wait += time.monotonic() - read_at
+    if rt_logs_bodies(request):
+        request[ANSWER_BODY] = data
     if call.dialect == "openai":
         usage = decode_usage(data)[0]
         ex.usage = canonical_usage(usage) if usage is not None else None

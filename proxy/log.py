@@ -1,16 +1,55 @@
-"""Structured logs: one JSON object per line on stdout, for journald and log shippers."""
+"""Structured logs: one JSON object per line on stdout, for journald and log shippers.
+
+Lifecycle events go through `logging`; the per-request lines, one per usage record, are
+encoded in batches by the usage writer and written straight to the same stream, which costs a
+fraction of a `logging` call. Every configured secret is masked in every line, whatever field
+or exception text it turns up in, and so are the credential forms a provider or client might
+echo (`Authorization`, `x-api-key`, `x-goog-api-key`, `?key=`).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
+import msgspec
 import orjson
 
-__all__ = ["configure", "event", "logger"]
+if TYPE_CHECKING:
+    from proxy.records import UsageRecord
+
+__all__ = ["configure", "event", "logger", "redact", "request_lines"]
 
 logger = logging.getLogger("sluice")
+
+_MASK = "***"
+_CREDENTIAL_FORMS = re.compile(
+    r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?|x-api-key[\"']?\s*[:=]\s*[\"']?|"
+    r"x-goog-api-key[\"']?\s*[:=]\s*[\"']?|[?&]key=|bearer\s+)([^\s\"'&,;}]+)")
+
+
+class _Redactor:
+    """Masks the configured secrets and credential-shaped values in a line of text."""
+
+    def __init__(self) -> None:
+        self._secrets: re.Pattern[str] | None = None
+
+    def set_secrets(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is masked whole.
+        words = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._secrets = re.compile("|".join(map(re.escape, words))) if words else None
+
+    def __call__(self, text: str) -> str:
+        if self._secrets is not None:
+            text = self._secrets.sub(_MASK, text)
+        return _CREDENTIAL_FORMS.sub(lambda m: m.group(1) + _MASK, text)
+
+
+redact = _Redactor()
+_stream: IO[str] = sys.stdout
 
 
 class _JSONFormatter(logging.Formatter):
@@ -25,18 +64,41 @@ class _JSONFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return redact(orjson.dumps(entry, default=str).decode())
 
 
-def configure(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+def configure(level: str = "info", secrets: Iterable[str] = (), stream: IO[str] | None = None
+              ) -> None:
+    """Log to `stream` (stdout) at `level`, masking `secrets` (every key the config holds)."""
+    global _stream
+    _stream = stream or sys.stdout
+    handler = logging.StreamHandler(_stream)
     handler.setFormatter(_JSONFormatter())
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+    redact.set_secrets(secrets)
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log a lifecycle event; `fields` must never hold secrets (callers pass labels, not keys)."""
+    """Log a lifecycle event; `fields` should hold labels, not secrets (those are masked)."""
     if logger.isEnabledFor(level):
         logger.log(level, name, extra={"fields": fields})
+
+
+def request_lines(records: Sequence[UsageRecord],
+                  bodies: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    """One `request` line per record, at info level, written in one go; `bodies` adds the
+    prompt and completion of the requests it holds (`log.bodies: true`)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    lines = []
+    for rec in records:
+        entry = msgspec.structs.asdict(rec)
+        entry = {"ts": round(rec.ts, 3), "level": "info", "event": "request",
+                 **{k: v for k, v in entry.items() if v is not None and k != "ts"}}
+        if bodies and rec.request_id in bodies:
+            entry.update(bodies[rec.request_id])
+        lines.append(orjson.dumps(entry).decode())
+    _stream.write(redact("\n".join(lines)) + "\n")
+    _stream.flush()

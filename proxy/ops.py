@@ -21,7 +21,7 @@ from proxy.config import parse_duration
 from proxy.errors import BadRequest, NotFound, SluiceError, Unauthorized
 from proxy.runtime import STATE, ProviderRuntime, Runtime
 
-__all__ = ["add_routes", "provider_cooldown_key"]
+__all__ = ["add_routes", "admin_runtime", "json_response", "provider_cooldown_key"]
 
 _ENCODE = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder(dict[str, Any])
@@ -39,7 +39,7 @@ def provider_cooldown_key(name: str) -> tuple[str, None]:
     return (name, None)
 
 
-def _admin(request: web.Request) -> Runtime:
+def admin_runtime(request: web.Request) -> Runtime:
     rt = request.app[STATE].runtime
     settings = rt.settings
     if settings.admin_key is None:
@@ -70,7 +70,7 @@ def _provider(rt: Runtime, request: web.Request) -> ProviderRuntime:
     return pr
 
 
-def _json(body: object) -> web.Response:
+def json_response(body: object) -> web.Response:
     return web.Response(body=_ENCODE.encode(body), headers=_JSON)
 
 
@@ -90,7 +90,7 @@ def _cooldowns_of(rt: Runtime, pr: ProviderRuntime, now: float) -> list[dict[str
 
 
 async def providers_status(request: web.Request) -> web.Response:
-    rt = _admin(request)
+    rt = admin_runtime(request)
     now = time.monotonic()
     wall = time.time() - now
     providers = {}
@@ -120,19 +120,19 @@ async def providers_status(request: web.Request) -> web.Response:
                            "requests_last_minute": calls_total,
                            "errors_last_minute": errors_total,
                            "credentials": [c.label for c in pr.credentials]}
-    return _json({"providers": providers})
+    return json_response({"providers": providers})
 
 
 async def cooldown_status(request: web.Request) -> web.Response:
-    rt = _admin(request)
+    rt = admin_runtime(request)
     now = time.monotonic()
     periods = [p for pr in rt.providers.values() for p in _cooldowns_of(rt, pr, now)]
-    return _json({"providers_in_cooldown": sorted({str(p["provider"]) for p in periods}),
+    return json_response({"providers_in_cooldown": sorted({str(p["provider"]) for p in periods}),
                   "cooldown_periods": periods})
 
 
 async def cool_provider(request: web.Request) -> web.Response:
-    rt = _admin(request)
+    rt = admin_runtime(request)
     pr = _provider(rt, request)
     try:
         body = _DECODE.decode(await request.read() or b"{}")
@@ -145,11 +145,11 @@ async def cool_provider(request: web.Request) -> web.Response:
         raise BadRequest(f"'duration': {err}", param="duration") from None
     now = time.monotonic()
     rt.traffic.cooldowns.cool(provider_cooldown_key(pr.name), duration, now, reason)
-    return _json({"provider": pr.name, "cooldown_seconds": duration, "reason": reason})
+    return json_response({"provider": pr.name, "cooldown_seconds": duration, "reason": reason})
 
 
 async def recover_provider(request: web.Request) -> web.Response:
-    rt = _admin(request)
+    rt = admin_runtime(request)
     pr = _provider(rt, request)
     now = time.monotonic()
     labels = {c.label for c in pr.credentials} | {pr.name}
@@ -159,11 +159,11 @@ async def recover_provider(request: web.Request) -> web.Response:
     keep = [k for k, _ in rt.traffic.breakers.items()
             if not (isinstance(k, tuple) and k[0] == pr.name)]
     rt.traffic.breakers.retain(keep)
-    return _json({"provider": pr.name, "recovered": recovered})
+    return json_response({"provider": pr.name, "recovered": recovered})
 
 
 async def load_balancing_status(request: web.Request) -> web.Response:
-    rt = _admin(request)
+    rt = admin_runtime(request)
     models = {}
     for route in rt.router.listed():
         candidates = rt.candidates(route)
@@ -173,7 +173,7 @@ async def load_balancing_status(request: web.Request) -> web.Response:
             "targets": rt.traffic.balancer.scores(Strategy(route.strategy), route.name,
                                                   candidates),
         }
-    return _json({"models": models})
+    return json_response({"models": models})
 
 
 def add_routes(app: web.Application) -> None:

@@ -11,21 +11,28 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
+from adapters.canonical import Usage
 from adapters.providers import AuthStyle
+from proxy import prices
 from proxy.auth import KeyTable
 from proxy.balance import Balancer, Candidate, Strategy, TargetStats
 from proxy.breaker import BreakerPolicy, BreakerTable
 from proxy.config import ModelRoute, Provider, Settings, Target
 from proxy.cooldown import CooldownTable
 from proxy.echo import EchoUpstream
+from proxy.ledger import Ledger
 from proxy.limits import Limiter
+from proxy.metrics import Metrics
 from proxy.router import Router
 from proxy.routing import Rules
 from proxy.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from proxy.usage import Recorder
 
 __all__ = ["STATE", "CredentialHeaders", "GatewayState", "ProviderRuntime", "Runtime", "Traffic",
            "Upstream", "UpstreamAnswer", "target_name"]
@@ -34,6 +41,7 @@ VERSION = "0.1.0"
 # Candidate lists are cached per route name; names of ad-hoc routes come from callers.
 _CANDIDATE_CACHE_MAX = 4096
 _USER_AGENT = f"sluice/{VERSION}".encode()
+_UNKNOWN = object()
 
 
 class UpstreamAnswer(Protocol):
@@ -155,12 +163,17 @@ def target_name(target: Target) -> str:
 
 
 class Runtime:
-    __slots__ = ("_candidates", "keys", "providers", "router", "rules", "settings", "traffic")
+    __slots__ = ("_candidates", "_prices", "keys", "ledger", "metrics", "providers", "router",
+                 "rules", "settings", "traffic")
 
-    def __init__(self, settings: Settings, traffic: Traffic | None = None) -> None:
+    def __init__(self, settings: Settings, traffic: Traffic | None = None,
+                 ledger: Ledger | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.traffic = traffic or Traffic(self._breaker_policy)
+        self.ledger = ledger  # spend per key and provider, for provider quotas
+        self.metrics = metrics or Metrics()
         self._candidates: dict[str, tuple[Candidate, ...]] = {}
+        self._prices: dict[Hashable, prices.Price | None] = {}
         self.rules = Rules(settings.aliases, settings.rules)
         self.router = Router(settings)
         self.keys = KeyTable(settings.keys)
@@ -197,13 +210,42 @@ class Runtime:
         candidates = self._candidates.get(route.name)
         if candidates is None or candidates[0].key not in route.targets:
             candidates = tuple(
-                Candidate(key=t, weight=t.weight, priority=t.priority, price=t.price,
-                          stats=self.traffic.stats_for(target_name(t)), name=target_name(t))
+                Candidate(key=t, weight=t.weight, priority=t.priority, price=self._blended(t),
+                          stats=self.traffic.stats_for(target_name(t)), name=target_name(t),
+                          quota=self._quota_of(t.provider.name))
                 for t in route.targets)
             if len(self._candidates) >= _CANDIDATE_CACHE_MAX:
                 self._candidates.clear()
             self._candidates[route.name] = candidates
         return candidates
+
+    def _blended(self, target: Target) -> float | None:
+        """One figure per target for the `cost` strategy: the mean of input and output rates."""
+        price = target.price
+        if price is None and target.model is not None:
+            price = prices.lookup(target.provider.spec.kind, target.model)
+        return None if price is None else (price.input + price.output) / 2
+
+    def _quota_of(self, provider: str) -> Callable[[], float | None] | None:
+        if self.settings.providers[provider].quota is None or self.ledger is None:
+            return None
+        ledger = self.ledger
+        return lambda: ledger.quota_left(provider, time.time())
+
+    def cost(self, pr: ProviderRuntime, target: Target | None, model: str,
+             usage: Usage) -> float | None:
+        """USD of a request by the target's configured price, else the built-in table's;
+        None when neither knows the model."""
+        key = (target, model) if target is not None and target.price is not None \
+            else (pr.provider.spec.kind, model)
+        price = self._prices.get(key, _UNKNOWN)
+        if price is _UNKNOWN:
+            price = target.price if target is not None and target.price is not None \
+                else prices.lookup(pr.provider.spec.kind, model)
+            if len(self._prices) >= _CANDIDATE_CACHE_MAX:
+                self._prices.clear()
+            self._prices[key] = price
+        return prices.cost(usage, price)  # type: ignore[arg-type]
 
     def _breaker_policy(self, key: Hashable) -> BreakerPolicy:
         provider_name = key[0] if isinstance(key, tuple) else key
@@ -216,10 +258,18 @@ class Runtime:
 
 
 class GatewayState:
-    __slots__ = ("runtime", "started_at", "tasks")
+    """What the gateway holds across config reloads: the current runtime, the accounting
+    (ledger, usage recorder, metrics) and its background tasks."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    __slots__ = ("in_flight", "ledger", "metrics", "recorder", "runtime", "started_at", "tasks")
+
+    def __init__(self, runtime: Runtime, ledger: Ledger, metrics: Metrics,
+                 recorder: Recorder | None) -> None:
         self.runtime = runtime
+        self.ledger = ledger
+        self.metrics = metrics
+        self.recorder = recorder  # None: usage recording is off (`usage.store: none`)
+        self.in_flight = 0
         self.started_at = time.time()
         # Background tasks (health checks) the gateway cancels when it stops.
         self.tasks: list[asyncio.Task[None]] = []

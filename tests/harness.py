@@ -66,6 +66,9 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"gateway-{self.port}.log"
         self.env = {k: v for k, v in os.environ.items() if k not in PROVIDER_ENV}
+        # Usage records (SQLite) and the spill file live with the test's files, not the repo's.
+        self.data_dir = workdir / f"data-{self.port}"
+        self.env["SLUICE_DATA_DIR"] = str(self.data_dir)
         self.env.update(env or {})
         self.cmd = [sys.executable, "-m", "proxy", "serve", "--port", str(self.port), *args]
         if config is not None:

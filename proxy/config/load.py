@@ -9,35 +9,45 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from adapters.providers import REGISTRY
 from proxy.breaker import BreakerPolicy
 from proxy.config.schema import (
+    BudgetSection,
     ConfigFile,
     ModelSection,
+    PeriodsSection,
     ProviderSection,
+    UsageSection,
     convert_file,
     parse_duration,
     parse_size,
 )
 from proxy.config.settings import (
+    Budget,
     ConfigError,
     Credential,
     GatewayKey,
     HealthCheck,
+    LogSettings,
     ModelRoute,
+    Period,
     Provider,
+    Quota,
     RetryPolicy,
     Rule,
     Settings,
     Target,
+    UsageSettings,
 )
 from proxy.cooldown import CooldownPolicy
 from proxy.limits import RateLimit
+from proxy.prices import parse_price
 from proxy.upstream import PoolLimits, Timeouts
 
 # --- resolution: the file's references checked and secrets looked up -----------------------
@@ -129,7 +139,26 @@ class _Resolver:
             rate_limit=RateLimit(rpm=sec.limits.rpm, tpm=sec.limits.tpm),
             health_check=health,
             max_wait=max_wait,
+            quota=None if sec.quota is None else Quota(
+                limit=sec.quota.limit, unit=sec.quota.unit, period=_PERIODS[sec.quota.reset]),
         )
+
+    def usage(self, sec: UsageSection, env: Mapping[str, str]) -> UsageSettings | None:
+        flush = self.number("usage.flush_interval", parse_duration, sec.flush_interval)
+        spill = self.number("usage.spill_max", parse_size, sec.spill_max)
+        store = sec.store.strip()
+        if not store:
+            self.problems.append("usage.store: empty (use sqlite, a file path, "
+                                 "postgresql://..., or none)")
+        if flush is None or spill is None or not store:
+            return None
+        if flush <= 0:
+            self.problems.append("usage.flush_interval: must be above 0")
+            return None
+        data_dir = sec.data_dir or env.get("SLUICE_DATA_DIR") or env.get("STATE_DIRECTORY") \
+            or ".sluice"
+        return UsageSettings(store=store, data_dir=Path(data_dir), flush_interval=flush,
+                             queue_max=sec.queue_max, batch_max=sec.batch_max, spill_max=spill)
 
     def model(self, name: str, sec: ModelSection, providers: Mapping[str, Provider]) -> ModelRoute:
         targets = []
@@ -139,8 +168,12 @@ class _Resolver:
                 self.problems.append(
                     f"models.{name}.targets[{i}].provider: no provider named {t.provider!r}")
                 continue
+            price = None
+            if t.price is not None:
+                price = self.number(f"models.{name}.targets[{i}].price",
+                                    partial(parse_price, kind=provider.spec.kind), t.price)
             targets.append(Target(provider=provider, model=t.model, weight=t.weight,
-                                  priority=t.priority, price=t.price))
+                                  priority=t.priority, price=price))
         if targets and not any(t.weight for t in targets):
             self.problems.append(f"models.{name}: every target has weight 0")
         return ModelRoute(name=name, targets=tuple(targets), fallbacks=tuple(sec.fallbacks),
@@ -157,7 +190,9 @@ def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
         cred = r.secret(f"keys[{i}].key", k.key)
         if cred is not None:
             keys.append(GatewayKey(name=k.name, secret=cred.secret,
-                                   limits=RateLimit(rpm=k.limits.rpm, tpm=k.limits.tpm)))
+                                   limits=RateLimit(rpm=k.limits.rpm, tpm=k.limits.tpm),
+                                   budgets=_budgets(k.budget),
+                                   models=tuple(k.models) if k.models is not None else None))
     names = [k.name for k in cfg.keys]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         r.problems.append(f"keys: the name {dup!r} is used twice")
@@ -187,7 +222,8 @@ def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
     rs = cfg.retry
     retry_secs = [r.number(f"retry.{k}", parse_duration, getattr(rs, k))
                   for k in ("backoff", "max_backoff", "deadline")]
-    if r.problems:
+    usage = r.usage(cfg.usage, env)
+    if r.problems or usage is None:
         raise ConfigError(r.problems, source)
     return Settings(
         source=source,
@@ -205,7 +241,20 @@ def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
         rules=tuple(Rule(name=x.name, model=x.model, tokens_over=x.tokens_over,
                          model_glob=x.model_glob, thinking=x.thinking, tool=x.tool, key=x.key)
                     for x in cfg.routing.rules),
+        usage=usage,
+        log=LogSettings(level=cfg.log.level, requests=cfg.log.requests, bodies=cfg.log.bodies),
     )
+
+
+_PERIODS: dict[str, Period] = {"daily": "day", "weekly": "week", "monthly": "month"}
+
+
+def _budgets(sec: BudgetSection) -> tuple[Budget, ...]:
+    units: tuple[tuple[Literal["usd", "tokens"], PeriodsSection], ...] = (
+        ("usd", sec.usd), ("tokens", sec.tokens))
+    return tuple(Budget(unit, period, limit) for unit, periods in units
+                 for period in ("day", "week", "month")
+                 if (limit := getattr(periods, period)) is not None)
 
 
 def settings_from_mapping(

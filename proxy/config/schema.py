@@ -44,10 +44,53 @@ class LimitSection(_Section):
     max_wait: Duration = 0
 
 
+Amount = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class PeriodsSection(_Section):
+    """A budget per calendar period (UTC): a day, a week from Monday, a month."""
+
+    day: Amount | None = None
+    week: Amount | None = None
+    month: Amount | None = None
+
+
+class BudgetSection(_Section):
+    usd: PeriodsSection = msgspec.field(default_factory=PeriodsSection)
+    tokens: PeriodsSection = msgspec.field(default_factory=PeriodsSection)  # input + output
+
+
 class KeySection(_Section):
     name: str
     key: str
     limits: LimitSection = msgspec.field(default_factory=LimitSection)
+    budget: BudgetSection = msgspec.field(default_factory=BudgetSection)
+    models: list[str] | None = None  # globs of the model names this key may ask for
+
+
+class QuotaSection(_Section):
+    """What a provider account allows per period, for the `quota_aware` strategy."""
+
+    limit: Annotated[float, msgspec.Meta(gt=0)]
+    unit: Literal["tokens", "usd", "requests"] = "tokens"
+    reset: Literal["daily", "weekly", "monthly"] = "monthly"
+
+
+class UsageSection(_Section):
+    # "sqlite" (a file under data_dir), a path to a SQLite file, "postgresql://...", or "none"
+    # to record nothing (no records, no usage metrics, no budgets).
+    store: str = "sqlite"
+    data_dir: str | None = None  # default: $SLUICE_DATA_DIR, $STATE_DIRECTORY, else ./.sluice
+    flush_interval: Duration = 0.2  # a hard kill loses at most this much of records
+    queue_max: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    batch_max: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    spill_max: Size = "1GiB"  # the spill file's bound on disk while the store is down
+
+
+class LogSection(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    requests: bool = True  # one JSON line per request
+    bodies: bool = False  # prompt and completion bodies in request lines
 
 
 class TimeoutsSection(_Section):
@@ -118,6 +161,7 @@ class ProviderSection(_Section):
     limits: LimitSection = msgspec.field(default_factory=LimitSection)
     # Off by default: probes spend quota; the answers themselves drive cooldowns and breakers.
     health_check: HealthCheckSection | None = None
+    quota: QuotaSection | None = None
 
 
 class TargetSection(_Section):
@@ -126,7 +170,9 @@ class TargetSection(_Section):
     model: str | None = None
     weight: Weight = 1
     priority: int = 0  # the `priority` strategy tries lower numbers first
-    price: Annotated[float, msgspec.Meta(ge=0)] | None = None  # USD per 1M tokens, for `cost`
+    # USD per 1M tokens: a number for input and output alike, or {input, output, cached_input,
+    # cache_write}; overrides the built-in price table for cost and the `cost` strategy.
+    price: float | dict[str, float] | None = None
 
 
 class ModelSection(_Section):
@@ -147,6 +193,8 @@ class ConfigFile(_Section):
     models: dict[str, ModelSection] = {}
     retry: RetrySection = msgspec.field(default_factory=RetrySection)
     routing: RoutingSection = msgspec.field(default_factory=RoutingSection)
+    usage: UsageSection = msgspec.field(default_factory=UsageSection)
+    log: LogSection = msgspec.field(default_factory=LogSection)
 
 
 # --- parsing helpers ------------------------------------------------------------------------

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 from adapters.providers import ProviderSpec
 from proxy.breaker import BreakerPolicy
 from proxy.cooldown import CooldownPolicy
 from proxy.limits import RateLimit
+from proxy.prices import Price
 from proxy.upstream import PoolLimits, Timeouts
 
 DEFAULT_HOST = "127.0.0.1"
@@ -55,6 +58,7 @@ class Provider:
     rate_limit: RateLimit
     health_check: HealthCheck | None = None
     max_wait: float = 0.0  # longest wait for room under `rate_limit` before skipping
+    quota: Quota | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +67,7 @@ class Target:
     model: str | None
     weight: int
     priority: int = 0
-    price: float | None = None
+    price: Price | None = None  # configured; None: the built-in table's, if it knows the model
 
     def upstream_model(self, requested: str) -> str:
         return self.model if self.model is not None else requested
@@ -110,11 +114,59 @@ class RetryPolicy:
     deadline: float = 60.0
 
 
+Period = Literal["day", "week", "month"]
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A cap on what one gateway key spends per calendar period (UTC)."""
+
+    unit: Literal["usd", "tokens"]
+    period: Period
+    limit: float
+
+    @property
+    def name(self) -> str:
+        return f"budget.{self.unit}.{self.period}"
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What a provider account allows per period; `quota_aware` prefers the most left."""
+
+    limit: float
+    unit: Literal["tokens", "usd", "requests"]
+    period: Period
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayKey:
     name: str
     secret: str = field(repr=False)
     limits: RateLimit = field(default_factory=RateLimit)
+    budgets: tuple[Budget, ...] = ()
+    models: tuple[str, ...] | None = None  # globs of the models it may use; None: all
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSettings:
+    store: str = "sqlite"  # "none": recording is off
+    data_dir: Path = Path(".sluice")
+    flush_interval: float = 0.2
+    queue_max: int = 100_000
+    batch_max: int = 2000
+    spill_max: int = 1 << 30
+
+    @property
+    def enabled(self) -> bool:
+        return self.store != "none"
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "info"
+    requests: bool = True
+    bodies: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,5 +184,7 @@ class Settings:
     retry: RetryPolicy
     aliases: Mapping[str, str] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
+    usage: UsageSettings = field(default_factory=UsageSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
 

@@ -1,0 +1,94 @@
+"""The usage record of a finished request, built from what the request path left behind.
+
+The error middleware calls `record_of` once per metered request (every API call, answered or
+refused); the handlers leave the caller's key, the `Call` and the `Exchange` on the request as
+they learn them, so a request refused early still gets a record with what was known.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from adapters.canonical import Usage
+from proxy.calls import Call
+from proxy.config import GatewayKey
+from proxy.dispatch import Exchange
+from proxy.handlers import ANSWER_BODY, CALL, CALLER, EXCHANGE, dialect_of
+from proxy.records import UsageRecord
+from proxy.runtime import Runtime
+
+__all__ = ["bodies_of", "metered", "record_of"]
+
+_NO_USAGE = Usage()
+
+
+def metered(request: web.Request) -> bool:
+    """API calls get a usage record; operations, health and model lists do not."""
+    return request.method == "POST" and not request.path.startswith("/v0/")
+
+
+def _operation_of(path: str) -> str:
+    if path.endswith("/embeddings") or ":embedContent" in path or ":batchEmbed" in path:
+        return "embeddings"
+    if "count_tokens" in path or ":countTokens" in path:
+        return "count_tokens"
+    if path.endswith("/completions") and not path.endswith("/chat/completions"):
+        return "completions"
+    return "chat"
+
+
+def record_of(request: web.Request, rt: Runtime, status: int, error: str | None, ts: float,
+              started: float, ended: float) -> UsageRecord:
+    caller: GatewayKey | None = request.get(CALLER)
+    call: Call | None = request.get(CALL)
+    ex: Exchange | None = request.get(EXCHANGE)
+    latency = ended - started
+    if ex is None:
+        return UsageRecord(
+            ts=ts, request_id=request["rid"], key=caller.name if caller else None,
+            dialect=call.dialect if call else dialect_of(request),
+            operation=call.operation if call else _operation_of(request.path),
+            model=call.model if call else None, provider=None, credential=None,
+            upstream_model=None, status=status, outcome=_outcome(status, "ok"), error=error,
+            attempts=0, latency_ms=latency * 1000, overhead_ms=latency * 1000,
+            stream=call.stream if call else False)
+    assert call is not None  # an Exchange is made for a Call
+    usage = ex.usage or _NO_USAGE
+    provider = ex.provider
+    cost = None
+    if provider is not None and ex.usage is not None and status < 400:
+        cost = rt.cost(provider, ex.target, ex.upstream_model, usage)
+    ttft = (ex.first_byte - started) * 1000 if ex.first_byte is not None else None
+    overhead = max(latency - ex.upstream_wait - ex.body_wait, 0.0)
+    return UsageRecord(
+        ts=ts, request_id=ex.request_id, key=ex.caller.name, dialect=call.dialect,
+        operation=call.operation, model=ex.requested_model,
+        provider=provider.name if provider else None, credential=ex.credential,
+        upstream_model=ex.upstream_model if provider else None, status=status,
+        outcome=_outcome(status, ex.outcome), error=error, attempts=ex.attempts,
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens,
+        estimated=ex.estimated, cost_usd=cost, latency_ms=latency * 1000, ttft_ms=ttft,
+        overhead_ms=overhead * 1000, stream=call.stream)
+
+
+def _outcome(status: int, outcome: str) -> str:
+    if outcome != "ok":
+        return outcome
+    if status == 499:
+        return "client_closed"
+    if status == 429:
+        return "rate_limited"
+    return "ok" if status < 400 else "error"
+
+
+def bodies_of(request: web.Request) -> dict[str, str]:
+    """The prompt and the completion as they crossed the gateway (`log.bodies: true` only)."""
+    call: Call | None = request.get(CALL)
+    out = {}
+    if call is not None:
+        out["request_body"] = call.body.decode(errors="replace")
+    answer: bytes | None = request.get(ANSWER_BODY)
+    if answer is not None:
+        out["response_body"] = answer.decode(errors="replace")
+    return out
