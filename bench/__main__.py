@@ -5,7 +5,9 @@ chat completion and a 20-chunk stream. Dialects: Sluice alone, an OpenAI and an 
 each reaching an OpenAI and an Anthropic provider (same dialect: bytes forwarded; otherwise
 translated), the four routes of a workload taking turns. Chaos: one model on three fake
 upstreams, one answering 429 to a share of calls and one killed half-way, against a single-target
-model on the same gateway and direct calls, taking turns (bench/chaos.py). Exit 0 whether or not
+model on the same gateway and direct calls, taking turns (bench/chaos.py). Usage: a gateway per
+`usage.store` (none, SQLite, a private PostgreSQL) taking turns, the records each store wrote
+under that load, and each store's capacity written directly (bench/usage.py). Exit 0 whether or not
 a target is met (it reports, it is not a test); non-zero only when the harness itself fails.
 """
 
@@ -31,6 +33,7 @@ from bench.procs import LOAD_CORE, PROXY_CORE, Proc, pin_self
 from bench.report import Results, render, verdicts, write
 from bench.targets import Target, start_baseline, start_sluice, start_upstream
 from bench.upstream import CHUNKS
+from bench.usage import usage_phase
 from bench.workloads import WORKLOADS, route_workloads
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -78,11 +81,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
     p.add_argument(
         "--only",
-        choices=("all", "core", "translated", "chaos"),
+        choices=("all", "core", "translated", "chaos", "usage"),
         default="all",
         help="core: direct, baseline and Sluice, OpenAI in and out; translated: Sluice's four "
         "caller->provider routes, same-dialect and translated; chaos: three upstreams behind "
-        "one model, one throttling, one dying; all: each (default)",
+        "one model, one throttling, one dying; usage: usage records off, in SQLite and in "
+        "PostgreSQL; all: each (default)",
     )
     p.add_argument(
         "--chaos-seconds",
@@ -113,7 +117,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="where <timestamp>.json and latest.json go (default bench/results)",
     )
     args = p.parse_args(argv)
-    if args.no_sluice and args.only in ("translated", "chaos"):
+    if args.no_sluice and args.only in ("translated", "chaos", "usage"):
         p.error(f"--no-sluice leaves nothing to measure with --only {args.only}")
     quick = args.quick
     args.duration = args.duration or (2 if quick else 12)
@@ -229,10 +233,18 @@ def _chaos(plan: Plan, args: argparse.Namespace, results: Results) -> None:
     results.notes += notes
 
 
+def _usage(plan: Plan, results: Results) -> None:
+    results.usage, notes = usage_phase(plan, _progress)
+    results.notes += notes
+
+
 def _measure(plan: Plan, args: argparse.Namespace, results: Results) -> None:
     """Start the targets, run the phases asked for; every process is stopped on the way out."""
     if args.only == "chaos":
         _chaos(plan, args, results)
+        return
+    if args.only == "usage":
+        _usage(plan, results)
         return
     core = args.only in ("all", "core")
     with ExitStack() as stack:
@@ -252,6 +264,7 @@ def _measure(plan: Plan, args: argparse.Namespace, results: Results) -> None:
         results.streams, results.notes = rows, results.notes + notes
     if args.only == "all" and not args.no_sluice:
         _chaos(plan, args, results)
+        _usage(plan, results)
 
 
 def _run(args: argparse.Namespace) -> Results:
@@ -286,7 +299,7 @@ def _run(args: argparse.Namespace) -> Results:
         f"{' '.join(filter(None, (c.target, c.workload, c.route)))}: {c.errors} errors in "
         f"{c.requests} requests under load "
         "(non-2xx answers count as requests, so CPU per request is suspect)"
-        for c in results.cells
+        for c in results.cells + (results.usage.cells if results.usage else [])
         if c.errors > 0.01 * max(c.requests, 1)
     ]
     results.verdicts = verdicts(results)

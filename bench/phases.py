@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -129,11 +129,14 @@ def load_phase(
     upstream: Proc,
     title: str,
     log: Callable[[str], None],
+    around: Callable[[Lane], AbstractContextManager[object]] | None = None,
 ) -> list[Cell]:
     """Warm each lane up, then measure in short rounds that take turns between lanes.
 
     The machine is shared and its speed drifts by up to 2x over tens of seconds; taking turns
-    spreads that drift over every lane alike, so the ratios between them hold."""
+    spreads that drift over every lane alike, so the ratios between them hold. `around(lane)`
+    is entered before each measured round's first CPU reading and left after its last (the
+    usage phase reads the gateway's /metrics there)."""
     for target, workload, _ in lanes:
         log(f"warm-up {workload.label} -> {target.name}")
         _load(plan, target.port, workload, plan.warmup)
@@ -144,7 +147,8 @@ def load_phase(
         # Forward on even rounds, backward on odd ones: each lane goes as often before as after
         # each other one, so that whatever the previous run leaves behind falls on all alike.
         for tally in tallies if r % 2 == 0 else reversed(tallies):
-            _one_round(plan, tally, upstream)
+            with around(tally.lane) if around else nullcontext():
+                _one_round(plan, tally, upstream)
     return [_cell(t) for t in tallies]
 
 

@@ -13,6 +13,7 @@ import orjson
 from bench.chaos_report import Chaos, ChaosLane, render_chaos
 from bench.tables import fmt as _fmt
 from bench.tables import table as _table
+from bench.usage_report import OFF, POSTGRES, SQLITE, Usage, render_usage
 
 __all__ = ["Cell", "Latency", "Results", "Streams", "Verdict", "render", "verdicts", "write"]
 
@@ -24,6 +25,8 @@ RSS_500_STREAMS_MAX_MB = 80.0
 CPU_TRANSLATED_MAX = 2.0
 # Issue 5's: the chaos run's gateway CPU per request against the plain single-target path.
 CPU_CHAOS_MAX = 1.10
+# Usage accounting's: records, usage metrics and request lines on, against `usage.store: none`.
+CPU_USAGE_MAX = 1.10
 
 
 @dataclass
@@ -108,6 +111,7 @@ class Results:
     latency: list[Latency] = field(default_factory=list)
     streams: list[Streams] = field(default_factory=list)
     chaos: Chaos | None = None
+    usage: Usage | None = None
     verdicts: list[Verdict] = field(default_factory=list)
 
 
@@ -205,12 +209,33 @@ def _chaos_verdicts(chaos: Chaos) -> list[Verdict]:
     return out
 
 
+def _usage_verdicts(usage: Usage) -> list[Verdict]:
+    """Each store's gateway against the one with recording off, same turns; no record lost."""
+    out = []
+    for workload in ("non-stream", "stream-20"):
+        off = _find(usage.cells, target=OFF, workload=workload)
+        for store in (SQLITE, POSTGRES):
+            ours = _find(usage.cells, target=store, workload=workload)
+            if off is None and ours is None:
+                continue
+            metric = f"usage: CPU/request {workload} {store}/off"
+            out.append(_cpu_verdict(metric, off, ours, CPU_USAGE_MAX, "off"))
+    for store in (SQLITE, POSTGRES):
+        rows = [s for s in usage.stores if s.store == store]
+        if rows:
+            dropped = sum(s.dropped for s in rows)
+            out.append(Verdict(f"usage: records dropped {store}", None, dropped, None, "0",
+                               dropped == 0, against="off"))
+    return out
+
+
 def verdicts(results: Results) -> list[Verdict]:
     """Issue 3's targets when the core cells ran, issue 4's when the dialect cells did, issue
-    5's when the chaos run did."""
-    chaos = _chaos_verdicts(results.chaos) if results.chaos is not None else []
+    5's when the chaos run did, usage accounting's when the usage section did."""
+    later = _chaos_verdicts(results.chaos) if results.chaos is not None else []
+    later += _usage_verdicts(results.usage) if results.usage is not None else []
     if not any(c.route == "" for c in results.cells):
-        return _translated_verdicts(results.cells) + chaos
+        return _translated_verdicts(results.cells) + later
     out = []
     for workload, limit in (("non-stream", CPU_NON_STREAM_MAX), ("stream-20", CPU_STREAM_MAX)):
         base = _find(results.cells, target="baseline", workload=workload, route="")
@@ -245,7 +270,7 @@ def verdicts(results: Results) -> list[Verdict]:
             None if s_rss is None else (s_rss <= RSS_500_STREAMS_MAX_MB and held),
         )
     )
-    return out + _translated_verdicts(results.cells) + chaos
+    return out + _translated_verdicts(results.cells) + later
 
 
 def _spread(values: list[float]) -> str:
@@ -484,6 +509,20 @@ def _chaos_parts(results: Results) -> list[str]:
     return parts
 
 
+def _usage_parts(results: Results) -> list[str]:
+    if results.usage is None:
+        return []
+    parts = render_usage(results.usage)
+    verdicts_ = [v for v in results.verdicts if v.against == "off"]
+    if verdicts_:
+        parts += [
+            "",
+            "Targets (usage recorded against usage.store none: same upstream, same turns)",
+            _verdicts_table(verdicts_, "off", "on"),
+        ]
+    return parts
+
+
 def render(results: Results) -> str:
     s = results.settings
     cells = (
@@ -501,6 +540,7 @@ def render(results: Results) -> str:
         *_core_parts(results),
         *_dialect_parts(results),
         *_chaos_parts(results),
+        *_usage_parts(results),
     ]
     if results.notes:
         parts += ["", "Notes:", *(f"- {n}" for n in results.notes)]

@@ -28,6 +28,7 @@ UPSTREAM_KEY_REF = f"env:{_UPSTREAM_KEY_ENV}"
 # The operations API's key, for configs that switch it on (`admin: {key: env:BENCH_ADMIN_KEY}`).
 _ADMIN_KEY_ENV = "BENCH_ADMIN_KEY"
 ADMIN_KEY = "sk-bench-admin"
+_DATA_DIR_ENV = "SLUICE_DATA_DIR"  # where the gateway keeps its SQLite usage file and spill
 _CLAUDE = "claude-sonnet-4-6"  # the upstream model behind `to-anthropic`
 
 
@@ -147,8 +148,12 @@ def start_gateway(
 
 
 def _start(stack: ExitStack, log_dir: Path, name: str, config: Path, port: int) -> Target:
+    # Each gateway keeps its usage store (SQLite file, spill file) in a dir of its own under the
+    # run's temporary dir: never the repo's ./.sluice, never shared with another gateway's.
+    data_dir = log_dir / f"{name}.data"
+    env = {**_env(), _DATA_DIR_ENV: str(data_dir)}
     try:
-        proc = spawn(name, _sluice_argv(config, port), PROXY_CORE, log_dir, _env())
+        proc = spawn(name, _sluice_argv(config, port), PROXY_CORE, log_dir, env)
     except OSError as e:
         return Target("sluice", port, None, skipped=f"cannot start the gateway: {e}")
     stack.callback(proc.stop)

@@ -7,7 +7,7 @@ import msgspec
 __all__ = ["COLUMNS", "UsageRecord"]
 
 
-class UsageRecord(msgspec.Struct, array_like=True, gc=False):
+class UsageRecord(msgspec.Struct, gc=False):
     """What one request was, did and cost. Field order is the store's column order.
 
     Times are Unix seconds (`ts`, the request's arrival) and milliseconds (durations). Token

@@ -76,7 +76,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX usage_records_ts ON usage_records (ts, request_id)",
         "CREATE INDEX usage_records_key_ts ON usage_records (key, ts)",
         "CREATE INDEX usage_records_model_ts ON usage_records (model, ts)",
-        "CREATE INDEX usage_records_provider_ts ON usage_records (provider, ts)",
     ),
 )
 

@@ -88,8 +88,7 @@ EXPECTED: dict[str, list[UsageGroup]] = {
     "day": [group("2024-05-01", 13, 2, (355, 40, 5, 3), 2.0, 0, 0, 70.0, 580.0),
             group("2024-05-02", 2, 1, (50, 5, 0, 7), 0.0, 2, 1, 200.5, 380.05)],
 }
-INDEXES = {"usage_records_ts", "usage_records_key_ts", "usage_records_model_ts",
-           "usage_records_provider_ts"}
+INDEXES = {"usage_records_ts", "usage_records_key_ts", "usage_records_model_ts"}
 SCHEMA_SQL = {
     "sqlite": ("SELECT name FROM pragma_table_info('usage_records') ORDER BY cid",
                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_records'"),

@@ -1,0 +1,168 @@
+"""Nothing is lost: every record reaches a real PostgreSQL server, through an outage of it, and
+the SQLite file through a SIGTERM under load; budgets survive a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.store import open_store
+from tests.e2e.conftest import ADMIN_KEY, GATEWAY_ENV, GATEWAY_KEY
+from tests.fakes.openai_provider import FakeOpenAI
+from tests.harness import Gateway
+from tests.services.postgres import PostgresServer
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+def config(fake: FakeOpenAI, store: str = "sqlite", extra_keys: str = "") -> str:
+    return textwrap.dedent(f"""\
+        admin: {{key: env:SLUICE_ADMIN_KEY}}
+        keys:
+          - {{name: team-a, key: env:SLUICE_KEY_TEAM_A}}
+          {extra_keys}
+        usage: {{store: "{store}", flush_interval: 50ms}}
+        providers:
+          oai: {{kind: openai, base_url: "{fake.base_url}", api_key: env:UP_OPENAI_KEY}}
+        models:
+          m: {{targets: [{{provider: oai, model: gpt-4o-mini, price: 1.0}}]}}
+        """)
+
+
+def count_in(store_url: str, data_dir: Path) -> int:
+    async def count() -> int:
+        store = open_store(store_url, data_dir)
+        await store.open()
+        try:
+            return await store.count()
+        finally:
+            await store.close()
+    return asyncio.run(count())
+
+
+def metric(gw: Gateway, name: str) -> float:
+    body = httpx.get(f"{gw.url}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"usage_{request.node.name.lower()}"[:60]
+    yield postgres.create_database(name)
+    if not postgres.running:
+        postgres.start()
+    postgres.drop_database(name)
+
+
+def test_postgres_receives_every_record_through_an_outage(
+        tmp_path: Path, upstream: FakeOpenAI, postgres: PostgresServer, pg_url: str) -> None:
+    gw = Gateway(tmp_path, config(upstream, pg_url), GATEWAY_ENV).start()
+    try:
+        with httpx.Client(base_url=gw.url, headers=AUTH) as client:
+            def burst(n: int) -> None:
+                for _ in range(n):
+                    r = client.post("/v1/chat/completions", json={"model": "m",
+                                                                  "messages": HELLO})
+                    assert r.status_code == 200
+            burst(40)
+            postgres.stop()  # the store goes away mid-load; callers must not notice
+            burst(60)
+            time.sleep(0.3)
+            assert metric(gw, "sluice_usage_records_spilled_total") > 0
+            assert (gw.data_dir / "usage-spill.jsonl").exists()
+            postgres.start()
+            burst(20)
+            deadline = time.monotonic() + 30  # the store is retried with backoff (<= 30 s)
+            while count_in(pg_url, gw.data_dir) < 120 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        assert count_in(pg_url, gw.data_dir) == 120
+        assert metric(gw, "sluice_usage_records_replayed_total") > 0
+        assert metric(gw, "sluice_usage_records_dropped_total") == 0
+        report = httpx.get(f"{gw.url}/v0/management/usage", headers=ADMIN,
+                           params={"group_by": "key", "from": 0}).json()
+        assert report["totals"]["requests"] == 120
+        assert report["groups"][0]["group"] == "team-a"
+        assert "usage store unavailable" in gw.log()
+        assert "password" not in gw.log()
+    finally:
+        gw.stop()
+
+
+def test_sigterm_under_load_loses_no_record(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    upstream.behavior.first_byte_delay = 0.3
+    gw = Gateway(tmp_path, config(upstream), GATEWAY_ENV).start()
+    answered: list[str] = []
+    failed: list[str] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        rid = f"sigterm-{i}"
+        try:
+            r = httpx.post(f"{gw.url}/v1/chat/completions", headers={**AUTH, "x-request-id": rid},
+                           json={"model": "m", "messages": HELLO}, timeout=10)
+        except httpx.HTTPError:
+            with lock:
+                failed.append(rid)
+            return
+        with lock:
+            answered.append(r.headers["x-request-id"])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(upstream.requests) < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)  # until all 30 are in flight, waiting on the upstream
+    assert gw.proc is not None
+    os.kill(gw.proc.pid, signal.SIGTERM)
+    for t in threads:
+        t.join(15)
+    assert gw.proc.wait(15) == 0
+    assert answered, "no request was answered before the gateway stopped"
+
+    async def stored() -> set[str]:
+        store = open_store("sqlite", gw.data_dir)
+        await store.open()
+        try:
+            return {r.request_id for r in await store.records(None, None, limit=1000)}
+        finally:
+            await store.close()
+    ids = asyncio.run(stored())
+    assert set(answered) <= ids, "an answered request has no usage record"
+    assert len(ids) == 30 - len([f for f in failed if f not in ids])
+
+
+def test_budget_totals_survive_a_restart(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    # 1 USD per 1M tokens; the fake counts 2 words in and 3 out: 5 µUSD a call, so the third
+    # call (10 µUSD spent) is over the 9 µUSD budget, restart or not.
+    keys = "- {name: capped, key: env:KEY_CAPPED, budget: {usd: {day: 0.000009}}}"
+    env: dict[str, Any] = {**GATEWAY_ENV, "KEY_CAPPED": "sk-capped-key-123",
+                           "SLUICE_DATA_DIR": str(tmp_path / "data")}
+    capped = {"Authorization": "Bearer sk-capped-key-123"}
+    body = {"model": "m", "messages": HELLO}
+    gw = Gateway(tmp_path, config(upstream, extra_keys=keys), env).start()
+    try:
+        codes = [httpx.post(f"{gw.url}/v1/chat/completions", headers=capped, json=body)
+                 .status_code for _ in range(2)]
+        assert codes == [200, 200]
+    finally:
+        gw.stop()
+    gw = Gateway(tmp_path, config(upstream, extra_keys=keys), env).start()
+    try:
+        r = httpx.post(f"{gw.url}/v1/chat/completions", headers=capped, json=body)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
+    finally:
+        gw.stop()
