@@ -166,3 +166,35 @@ def test_budget_totals_survive_a_restart(tmp_path: Path, upstream: FakeOpenAI) -
         assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
     finally:
         gw.stop()
+
+
+def test_a_hard_kill_loses_at_most_the_last_flush_interval(tmp_path: Path,
+                                                           upstream: FakeOpenAI) -> None:
+    """SIGKILL under load: every request answered more than one flush interval (50 ms here)
+    before the kill is in the store; only the last interval's may be lost."""
+    gw = Gateway(tmp_path, config(upstream), GATEWAY_ENV).start()
+    answered: list[tuple[float, str]] = []
+    with httpx.Client(base_url=gw.url, headers=AUTH) as client:
+        stop = time.monotonic() + 1.0
+        while time.monotonic() < stop:
+            r = client.post("/v1/chat/completions", json={"model": "m", "messages": HELLO})
+            assert r.status_code == 200
+            answered.append((time.monotonic(), r.headers["x-request-id"]))
+    assert gw.proc is not None
+    os.kill(gw.proc.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    gw.proc.wait(10)
+
+    async def stored() -> set[str]:
+        store = open_store("sqlite", gw.data_dir)
+        await store.open()
+        try:
+            return {r.request_id for r in await store.records(None, None, limit=1000)}
+        finally:
+            await store.close()
+    ids = asyncio.run(stored())
+    lost = [(at, rid) for at, rid in answered if rid not in ids]
+    # The writer wakes every 50 ms and a batch takes a few ms: allow two intervals of slack.
+    assert all(killed_at - at < 0.1 for at, _ in lost), \
+        f"{len(lost)} of {len(answered)} lost, oldest {killed_at - lost[0][0]:.3f} s before"
+    assert len(ids) >= len(answered) - len(lost)
