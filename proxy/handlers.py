@@ -17,10 +17,8 @@ from aiohttp import web
 from adapters.openai.envelope import (
     Envelope,
     RequestError,
-    canonical_usage,
     decode_envelope,
     decode_object,
-    decode_usage,
 )
 from adapters.providers import Dialect
 from proxy.calls import Call
@@ -39,8 +37,9 @@ from proxy.errors import (
     UnsupportedMediaType,
 )
 from proxy.limits import estimate_request_tokens
+from proxy.metering import body_usage
 from proxy.runtime import STATE, VERSION, Runtime, UpstreamAnswer
-from proxy.stream import UsageTap, pipe_stream
+from proxy.stream import pipe_stream, stream_tap
 from proxy.translate import answer_translated
 
 __all__ = [
@@ -222,8 +221,8 @@ async def _answer_same_dialect(request: web.Request, ex: Exchange, call: Call,
         headers["Cache-Control"] = "no-cache"
         sse = content_type.startswith("text/event-stream")
         if sse or call.dialect == "gemini":  # Gemini without ?alt=sse: a streamed JSON array
-            tap = UsageTap(ex) if sse and call.dialect == "openai" else None
-            return await pipe_stream(request, answer, headers, call.dialect, tap)
+            return await pipe_stream(request, answer, headers, call.dialect,
+                                     stream_tap(ex, call))
     read_at = time.monotonic()
     try:
         data = await answer.read()
@@ -232,9 +231,7 @@ async def _answer_same_dialect(request: web.Request, ex: Exchange, call: Call,
     ex.body_wait += time.monotonic() - read_at
     if rt_logs_bodies(request):
         request[ANSWER_BODY] = data
-    if call.dialect == "openai":
-        usage = decode_usage(data)[0]
-        ex.usage = canonical_usage(usage) if usage is not None else None
+    ex.usage = body_usage(call.dialect, data)
     return web.Response(body=data, status=answer.status, headers=headers)
 
 

@@ -15,7 +15,16 @@ from aiohttp import web
 from adapters.dialects import ADAPTERS
 from adapters.openai import encode_error
 from adapters.providers import Dialect
-from proxy import anthropic_api, gemini_api, handlers, health, management, openai_api, ops
+from proxy import (
+    anthropic_api,
+    counting,
+    gemini_api,
+    handlers,
+    health,
+    management,
+    openai_api,
+    ops,
+)
 from proxy.accounting import bodies_of, metered, record_of
 from proxy.breaker import BreakerState
 from proxy.config import ConfigError, Settings
@@ -146,6 +155,7 @@ def build_app(settings: Settings) -> web.Application:
     metrics.bind(lambda: _snapshot(state))
 
     async def _start_usage(app: web.Application) -> None:
+        counting.warm_up()
         if state.recorder is not None:
             await state.recorder.start()
             await _rebuild_ledger(state)

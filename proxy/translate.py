@@ -8,24 +8,31 @@ caller dialect's stream error event.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
 
-from adapters.canonical import StreamEnd, StreamError, StreamStart, TranslationError, Usage
+from adapters.canonical import (
+    Event,
+    StreamEnd,
+    StreamError,
+    StreamStart,
+    TextDelta,
+    ThinkingDelta,
+    ToolArgsDelta,
+    TranslationError,
+    Usage,
+)
 from adapters.dialects import ADAPTERS, StreamEncoderLike
 from adapters.sse import SSEDecoder, SSEError
 from proxy.calls import Call
 from proxy.dispatch import Exchange
 from proxy.errors import SluiceError, UpstreamError, UpstreamProtocolError, canonical_error
+from proxy.metering import count_text, estimate_usage
 from proxy.runtime import UpstreamAnswer
 
 __all__ = ["answer_translated"]
-
-
-def _record_usage(ex: Exchange, usage: Usage | None) -> None:
-    if usage is not None:
-        ex.usage = usage
 
 
 async def answer_translated(request: web.Request, ex: Exchange, call: Call,
@@ -36,20 +43,59 @@ async def answer_translated(request: web.Request, ex: Exchange, call: Call,
     caller = ADAPTERS[call.dialect]
     if call.stream:
         return await _pipe(request, ex, call, answer, headers)
+    reading = time.monotonic()
     try:
         body = await answer.read()
     finally:
         answer.close()
+        ex.body_wait += time.monotonic() - reading
     try:
         resp = provider.to_canonical_response(body, model=ex.upstream_model)
     except (TranslationError, ValueError) as err:
         raise UpstreamProtocolError(
             f"Provider '{ex.provider.name}' sent an answer that cannot be read: {err}") from None
-    _record_usage(ex, resp.usage)
+    ex.usage = resp.usage
     resp.created = int(time.time())
     headers["Content-Type"] = "application/json"
     return web.Response(body=caller.from_canonical_response(resp, model=call.model),
                         headers=headers)
+
+
+class _Seen:
+    """What a translated stream told its caller, for its usage: the counts the provider
+    reported (input up front, the whole at the end) and the text given, kept as the strings
+    the events already hold and counted only if the provider's counts never came whole."""
+
+    __slots__ = ("broken", "end", "said", "start")
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+        self.start: Usage | None = None
+        self.end: Usage | None = None
+        self.broken = False  # the provider's stream ended on an error of its own
+
+    def see(self, event: Event) -> None:
+        match event:  # the deltas first: nearly every event is one
+            case TextDelta(text=text) | ThinkingDelta(text=text):
+                self.said.append(text)
+            case ToolArgsDelta(partial_json=text):
+                self.said.append(text)
+            case StreamStart():
+                event.created = int(time.time())
+                self.start = event.usage
+            case StreamEnd():
+                self.end = event.usage
+            case StreamError():
+                self.broken = True
+
+    def settle(self, ex: Exchange, call: Call) -> None:
+        if self.broken and ex.outcome == "ok":
+            ex.outcome = "cut"
+        if self.end is not None:
+            ex.usage = self.end
+            return
+        ex.usage = estimate_usage(self.start, call, count_text(self.said))
+        ex.estimated = True
 
 
 async def _pipe(request: web.Request, ex: Exchange, call: Call, answer: UpstreamAnswer,
@@ -64,39 +110,55 @@ async def _pipe(request: web.Request, ex: Exchange, call: Call, answer: Upstream
     headers["Content-Type"] = "application/json" if json_array else "text/event-stream"
     headers["Cache-Control"] = "no-cache"
     resp = web.StreamResponse(status=200, headers=headers)
+    seen = _Seen()
+    reading: float | None = None
     try:
         await resp.prepare(request)
+        first = True
+        reading = time.monotonic()
         try:
             async for chunk in answer:
                 out = []
                 for sse_event in events.feed(chunk):
                     for event in decoder.feed(sse_event):
-                        _watch(ex, event)
+                        seen.see(event)
                         out.append(encoder.feed(event))
                 if out:
                     await resp.write(b"".join(out))
-            tail = [encoder.feed(e) for e in decoder.close()]
+                    if first:
+                        first = False
+                        ex.first_byte = time.monotonic()
+            tail = []
+            for event in decoder.close():
+                seen.see(event)
+                tail.append(encoder.feed(event))
             await resp.write(b"".join(tail) + encoder.close())
         except (SSEError, TranslationError, ValueError) as err:
+            ex.outcome = "cut"
             broken = UpstreamProtocolError(f"Provider '{ex.provider.name}' broke its stream: {err}")
             await resp.write(_ended_by(encoder, broken))
         except UpstreamError as err:
+            ex.outcome = "cut"
             await resp.write(_ended_by(encoder, err))
+        if first:  # the first bytes were the stream's end or an error event
+            ex.first_byte = time.monotonic()
         await resp.write_eof()
     except ConnectionResetError:
-        pass  # the client went away; closing the answer aborts the upstream request
+        _gone(ex)  # closing the answer aborts the upstream request
+    except asyncio.CancelledError:
+        _gone(ex)  # the handler is cancelled when its client disconnects
+        raise
     finally:
         answer.close()
+        if reading is not None:
+            ex.body_wait += time.monotonic() - reading
+        seen.settle(ex, call)
     return resp
 
 
-def _watch(ex: Exchange, event: object) -> None:
-    if isinstance(event, StreamStart):
-        event.created = int(time.time())
-        _record_usage(ex, event.usage)
-    elif isinstance(event, StreamEnd):
-        _record_usage(ex, event.usage)
-
+def _gone(ex: Exchange) -> None:
+    if ex.outcome == "ok":  # an upstream that broke first stays the cause
+        ex.outcome = "client_closed"
 
 
 def _ended_by(encoder: StreamEncoderLike, err: SluiceError) -> bytes:

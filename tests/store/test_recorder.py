@@ -88,11 +88,15 @@ async def test_a_full_queue_spills_to_disk_and_loses_nothing(tmp_path: Path) -> 
     assert c["sluice_usage_records_dropped_total"] == 0 and not r.spill.pending()
 
 
+def tear(path: Path) -> None:
+    with open(path, "ab") as f:
+        f.write(b'{"ts":1800000003.0,"request_id":"r000')  # a write cut by a hard kill
+
+
 async def test_a_torn_spill_line_is_skipped_and_the_rest_replayed(tmp_path: Path) -> None:
     r = recorder(tmp_path)
     assert r.spill.append([rec(1), rec(2)])
-    with open(r.spill.path, "ab") as f:
-        f.write(b'{"ts":1800000003.0,"request_id":"r000')  # a write cut by a hard kill
+    tear(r.spill.path)
     await r.start()
     await r.close()
     assert await stored("sqlite", tmp_path) == 2
