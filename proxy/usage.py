@@ -120,6 +120,8 @@ class Recorder:
         self._backoff = _RETRY_MIN
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._closing = False
+        self._flushing = asyncio.Lock()
 
     def add(self, rec: UsageRecord, bodies: dict[str, str] | None = None) -> None:
         """Queue a finished request's record; `bodies` go to its log line (`log.bodies`)."""
@@ -143,11 +145,12 @@ class Recorder:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-writer")
 
     async def close(self) -> None:
-        """Write everything queued (SIGTERM), then close the store."""
+        """Write everything queued (SIGTERM), then close the store. The writer is asked to
+        stop, never cancelled: a batch taken from the queue must reach the store or the spill."""
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         self._retry_at = 0.0
         await self.flush()
@@ -166,22 +169,25 @@ class Recorder:
 
     async def _run(self) -> None:
         interval = self.settings.flush_interval
-        while True:
-            await asyncio.sleep(interval)
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
             try:
                 await self.flush()
             except Exception:  # never let the writer die: records would pile up unwritten
                 event("usage writer error", logging.ERROR, exc_info=True)
 
     async def flush(self) -> None:
-        """Take the whole queue now: count and log each record, then store or spill it."""
-        while self.queue:
-            batch = [self.queue.popleft()
-                     for _ in range(min(len(self.queue), self.settings.batch_max))]
-            self._observe(batch)
-            await self._write(batch)
-        if self.store is not None and self.spill.pending() and await self._store_ready():
-            await self._replay()
+        """Take the whole queue now: count and log each record, then store or spill it. One
+        flush at a time (the writer's, a management query's, the last one at exit)."""
+        async with self._flushing:
+            while self.queue:
+                batch = [self.queue.popleft()
+                         for _ in range(min(len(self.queue), self.settings.batch_max))]
+                self._observe(batch)
+                await self._write(batch)
+            if self.store is not None and self.spill.pending() and await self._store_ready():
+                await self._replay()
 
     def _observe(self, batch: list[UsageRecord]) -> None:
         self.metrics.observe_many(batch)

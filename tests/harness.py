@@ -96,10 +96,21 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def dropped_records(self) -> float:
+        """`sluice_usage_records_dropped_total` now (0 when recording is off)."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as resp:
+            body = resp.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                   if line.startswith("sluice_usage_records_dropped_total"))
+
     def stop(self) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            # Every gateway a test starts must end without having dropped a usage record.
+            with contextlib.suppress(OSError):
+                dropped = self.dropped_records()
+                assert dropped == 0, f"the gateway dropped {dropped:.0f} usage records"
             self.proc.terminate()
             try:
                 self.proc.wait(STOP_TIMEOUT)

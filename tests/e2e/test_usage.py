@@ -5,6 +5,7 @@ in any of it."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 import time
 from collections.abc import Iterator
@@ -245,3 +246,19 @@ def test_quota_aware_prefers_the_provider_with_most_quota_left(ugw: Gateway,
     status = httpx.get(f"{ugw.url}/v0/operations/load_balancing/status", headers=ADMIN).json()
     scores = {t["target"]: t["quota_left"] for t in status["models"]["quota-pair"]["targets"]}
     assert scores == {"qa/model-a": pytest.approx(0.1), "qb/model-b": pytest.approx(1 - 90 / 1000)}
+
+
+def test_one_log_line_per_request_with_the_records_fields(ugw: Gateway,
+                                                          fakes: dict[str, Any]) -> None:
+    r = httpx.post(f"{ugw.url}/v1/chat/completions",
+                   headers={"Authorization": f"Bearer {GATEWAY_KEY}", "x-request-id": "log-me-1"},
+                   json={"model": "to-openai", "messages": HELLO})
+    assert r.status_code == 200
+    records(ugw)  # the management API flushes the queue, log lines included
+    lines = [json.loads(x) for x in ugw.log().splitlines() if '"log-me-1"' in x]
+    (line,) = lines
+    assert line["event"] == "request" and line["level"] == "info"
+    assert (line["key"], line["model"], line["provider"], line["status"]) == \
+        ("team-a", "to-openai", "oai", 200)
+    assert line["input_tokens"] == 11 and line["cost_usd"] == pytest.approx(COST["openai"])
+    assert "request_body" not in line  # log.bodies is off

@@ -4,7 +4,10 @@ the SQLite file through a SIGTERM under load; budgets survive a restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 import signal
 import textwrap
 import threading
@@ -198,3 +201,31 @@ def test_a_hard_kill_loses_at_most_the_last_flush_interval(tmp_path: Path,
     assert all(killed_at - at < 0.1 for at, _ in lost), \
         f"{len(lost)} of {len(answered)} lost, oldest {killed_at - lost[0][0]:.3f} s before"
     assert len(ids) >= len(answered) - len(lost)
+
+
+def test_usage_cli_prints_the_report_and_bodies_are_logged_when_asked(
+        tmp_path: Path, upstream: FakeOpenAI) -> None:
+    cfg = config(upstream).replace("flush_interval: 50ms}", "flush_interval: 50ms}\n"
+                                   "log: {bodies: true}")
+    gw = Gateway(tmp_path, cfg, GATEWAY_ENV).start()
+    try:
+        for _ in range(3):
+            r = httpx.post(f"{gw.url}/v1/chat/completions", headers=AUTH,
+                           json={"model": "m", "messages": HELLO})
+            assert r.status_code == 200
+    finally:
+        gw.stop()
+    lines = [json.loads(x) for x in gw.log().splitlines() if '"event":"request"' in x]
+    assert len(lines) == 3 and "hello there" in lines[0]["request_body"]
+    assert "echo: hello there" in lines[0]["response_body"]
+    assert GATEWAY_KEY not in gw.log()
+    config_file = next(tmp_path.glob("config-*.yaml"))
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy", "usage", "--config", str(config_file), "--group-by",
+         "key"], capture_output=True, text=True, timeout=30,
+        env={**os.environ, **GATEWAY_ENV, "SLUICE_DATA_DIR": str(gw.data_dir)})
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines() if line.strip()}
+    assert rows["team-a"][1] == "3"  # requests
+    assert rows["team-a"][3:5] == ["6", "9"]  # input and output tokens: 2 and 3 a call
+    assert rows["total"][1] == "3"
