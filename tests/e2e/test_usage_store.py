@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
-import signal
 import textwrap
 import threading
 import time
