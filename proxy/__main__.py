@@ -39,6 +39,8 @@ def _describe(s: Settings) -> str:
     for p in s.providers.values():
         creds = ", ".join(c.label for c in p.credentials) or "no credential"
         lines.append(f"  {p.name}: kind={p.spec.kind} base_url={p.base_url} [{creds}]")
+        if p.proxies:
+            lines.append("    via " + ", ".join(redact_url(u) for u in p.proxies))
     lines.append("models:")
     for m in s.models:
         lines.append(f"  {m.name}")
@@ -54,8 +56,9 @@ def _secrets(s: Settings) -> list[str]:
     found = [k.secret for k in s.keys] + [s.admin_key or ""]
     found += [c.secret for p in s.providers.values() for c in p.credentials]
     found += [value for p in s.providers.values() for _, value in p.headers]
-    password = urlsplit(s.usage.store).password if "://" in s.usage.store else None
-    return [x for x in (*found, password or "") if x]
+    urls = [s.usage.store, *(u for p in s.providers.values() for u in p.proxies)]
+    found += [urlsplit(u).password or "" for u in urls if "://" in u]
+    return [x for x in found if x]
 
 
 async def _usage(args: argparse.Namespace) -> int:

@@ -159,6 +159,7 @@ def redacted_config(s: Settings) -> dict[str, object]:
             name: {"kind": p.spec.kind, "base_url": p.base_url,
                    "credentials": [c.label for c in p.credentials],
                    "headers": {h: "***" for h, _ in p.headers},
+                   "proxies": [redact_url(u) for u in p.proxies],
                    "rate_limit": {"rpm": p.rate_limit.rpm, "tpm": p.rate_limit.tpm},
                    "quota": None if p.quota is None else {
                        "limit": p.quota.limit, "unit": p.quota.unit, "period": p.quota.period}}

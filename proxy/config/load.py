@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -23,6 +24,7 @@ from proxy.config.schema import (
     ModelSection,
     PeriodsSection,
     ProviderSection,
+    ServerSection,
     UsageSection,
     convert_file,
     parse_duration,
@@ -30,6 +32,7 @@ from proxy.config.schema import (
 )
 from proxy.config.settings import (
     Budget,
+    CacheSettings,
     ConfigError,
     Credential,
     GatewayKey,
@@ -41,6 +44,7 @@ from proxy.config.settings import (
     Quota,
     RetryPolicy,
     Rule,
+    ServerSettings,
     Settings,
     Target,
     UsageSettings,
@@ -48,6 +52,7 @@ from proxy.config.settings import (
 from proxy.cooldown import CooldownPolicy
 from proxy.limits import RateLimit
 from proxy.prices import parse_price
+from proxy.store import redact_url
 from proxy.upstream import PoolLimits, Timeouts
 
 # --- resolution: the file's references checked and secrets looked up -----------------------
@@ -57,6 +62,8 @@ class _Resolver:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[str] = []
+        # The top-level `proxy`, for providers that name none (None: not configured).
+        self.default_proxies: tuple[str, ...] | None = None
 
     def secret(self, path: str, value: str) -> Credential | None:
         if value.startswith("env:"):
@@ -141,7 +148,49 @@ class _Resolver:
             max_wait=max_wait,
             quota=None if sec.quota is None else Quota(
                 limit=sec.quota.limit, unit=sec.quota.unit, period=_PERIODS[sec.quota.reset]),
+            proxies=() if spec.builtin else self.proxies(
+                f"{path}.proxy", sec.proxy, self.default_proxies, base_url),
         )
+
+    def server(self, sec: ServerSection) -> ServerSettings | None:
+        drain = self.number("server.drain_timeout", parse_duration, sec.drain_timeout)
+        idle = self.number("server.idle_timeout", parse_duration, sec.idle_timeout)
+        header = self.number("server.max_header", parse_size, sec.max_header)
+        if sec.tls is not None:
+            for name in ("cert", "key"):
+                if not Path(getattr(sec.tls, name)).is_file():
+                    self.problems.append(f"server.tls.{name}: no such file "
+                                         f"{getattr(sec.tls, name)!r}")
+        if drain is None or idle is None or header is None:
+            return None
+        return ServerSettings(drain_timeout=drain, idle_timeout=idle, max_header=header,
+                              max_headers=sec.max_headers, watch_config=sec.watch_config,
+                              tls_cert=sec.tls.cert if sec.tls else None,
+                              tls_key=sec.tls.key if sec.tls else None)
+
+    def proxies(self, path: str, value: str | list[str] | None, fallback: tuple[str, ...] | None,
+                base_url: str) -> tuple[str, ...]:
+        """The provider's proxies: its own, else the top-level ones, else the environment's
+        ($HTTPS_PROXY / $HTTP_PROXY, unless $NO_PROXY names its host). "direct": none."""
+        if value is None and fallback is not None:
+            return fallback
+        if value is None:
+            return _env_proxy(base_url, self.env)
+        urls = [value] if isinstance(value, str) else list(value)
+        if not urls:
+            self.problems.append(f"{path}: an empty list (use \"direct\" for no proxy)")
+        if "direct" in urls:
+            if len(urls) > 1:
+                self.problems.append(f"{path}: \"direct\" cannot be mixed with proxies")
+            return ()
+        for i, url in enumerate(urls):
+            where = path if isinstance(value, str) else f"{path}[{i}]"
+            parts = urlsplit(url)
+            if parts.scheme not in _PROXY_SCHEMES or not parts.hostname or not parts.port:
+                self.problems.append(
+                    f"{where}: {redact_url(url)!r} is not a proxy URL (scheme://host:port with "
+                    f"scheme one of {', '.join(_PROXY_SCHEMES)}, or \"direct\")")
+        return tuple(urls)
 
     def usage(self, sec: UsageSection, env: Mapping[str, str]) -> UsageSettings | None:
         flush = self.number("usage.flush_interval", parse_duration, sec.flush_interval)
@@ -178,11 +227,14 @@ class _Resolver:
             self.problems.append(f"models.{name}: every target has weight 0")
         return ModelRoute(name=name, targets=tuple(targets), fallbacks=tuple(sec.fallbacks),
                           strategy=sec.strategy,
-                          context_window_fallbacks=tuple(sec.context_window_fallbacks))
+                          context_window_fallbacks=tuple(sec.context_window_fallbacks),
+                          cache=sec.cache)
 
 
 def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
     r = _Resolver(env)
+    if cfg.proxy is not None:
+        r.default_proxies = r.proxies("proxy", cfg.proxy, None, "")
     max_body = r.number("server.max_body", parse_size, cfg.server.max_body)
     admin = r.secret("admin.key", cfg.admin.key) if cfg.admin.key is not None else None
     keys = []
@@ -223,7 +275,9 @@ def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
     retry_secs = [r.number(f"retry.{k}", parse_duration, getattr(rs, k))
                   for k in ("backoff", "max_backoff", "deadline")]
     usage = r.usage(cfg.usage, env)
-    if r.problems or usage is None:
+    server = r.server(cfg.server)
+    cache_ttl = r.number("cache.ttl", parse_duration, cfg.cache.ttl)
+    if r.problems or usage is None or server is None or cache_ttl is None:
         raise ConfigError(r.problems, source)
     return Settings(
         source=source,
@@ -243,10 +297,39 @@ def _resolve(cfg: ConfigFile, env: Mapping[str, str], source: str) -> Settings:
                     for x in cfg.routing.rules),
         usage=usage,
         log=LogSettings(level=cfg.log.level, requests=cfg.log.requests, bodies=cfg.log.bodies),
+        server=server,
+        cache=CacheSettings(ttl=cache_ttl, max_entries=cfg.cache.max_entries,
+                            allow_nondeterministic=cfg.cache.allow_nondeterministic),
     )
 
 
 _PERIODS: dict[str, Period] = {"daily": "day", "weekly": "week", "monthly": "month"}
+_PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def _env_proxy(base_url: str, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The proxy the environment gives a URL, as curl and requests read it."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https"):
+        return ()
+    names = ("HTTPS_PROXY", "https_proxy") if parts.scheme == "https" else (
+        "HTTP_PROXY", "http_proxy")
+    proxy = next((env[n] for n in names if env.get(n)), None)
+    if proxy is None:
+        return ()
+    host = (parts.hostname or "").lower()
+    no_proxy = env.get("NO_PROXY") or env.get("no_proxy") or ""
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return ()
+        entry = entry.split(":", 1)[0].lstrip(".").lstrip("*.")
+        if host == entry or host.endswith("." + entry):
+            return ()
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    return (proxy,)
 
 
 def _budgets(sec: BudgetSection) -> tuple[Budget, ...]:

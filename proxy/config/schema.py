@@ -26,10 +26,34 @@ class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
+class TLSSection(_Section):
+    cert: str  # PEM certificate chain
+    key: str  # PEM private key
+
+
 class ServerSection(_Section):
     host: str = DEFAULT_HOST
     port: Port = DEFAULT_PORT
     max_body: Size = DEFAULT_MAX_BODY
+    # SIGTERM: in-flight requests and streams get this long to finish before they are ended.
+    drain_timeout: Duration = 30
+    tls: TLSSection | None = None
+    idle_timeout: Duration = 75  # an idle keep-alive connection is closed after this
+    max_header: Size = "8KiB"  # the longest request line and header field
+    max_headers: Annotated[int, msgspec.Meta(ge=1)] = 128
+    watch_config: bool = False  # reload when the config file changes
+
+
+# An outbound proxy URL (http://, https://, socks5://, socks5h://, credentials allowed), or
+# "direct" for none; several rotate.
+Proxies = str | list[str]
+
+
+class CacheSection(_Section):
+    ttl: Duration = 300
+    max_entries: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    # Answers sampled with temperature > 0 differ on every call; cache them only when asked.
+    allow_nondeterministic: bool = False
 
 
 class AdminSection(_Section):
@@ -162,6 +186,7 @@ class ProviderSection(_Section):
     # Off by default: probes spend quota; the answers themselves drive cooldowns and breakers.
     health_check: HealthCheckSection | None = None
     quota: QuotaSection | None = None
+    proxy: Proxies | None = None  # default: the top-level `proxy`, else $HTTPS_PROXY/$NO_PROXY
 
 
 class TargetSection(_Section):
@@ -183,6 +208,7 @@ class ModelSection(_Section):
     context_window_fallbacks: list[str] = []
     strategy: Literal["round_robin", "weighted", "least_busy", "latency", "cost", "priority",
                       "quota_aware"] = "round_robin"
+    cache: bool = False  # answer repeated requests from the response cache
 
 
 class ConfigFile(_Section):
@@ -195,6 +221,8 @@ class ConfigFile(_Section):
     routing: RoutingSection = msgspec.field(default_factory=RoutingSection)
     usage: UsageSection = msgspec.field(default_factory=UsageSection)
     log: LogSection = msgspec.field(default_factory=LogSection)
+    proxy: Proxies | None = None  # every provider's outbound proxy unless it names its own
+    cache: CacheSection = msgspec.field(default_factory=CacheSection)
 
 
 # --- parsing helpers ------------------------------------------------------------------------

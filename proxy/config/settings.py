@@ -59,6 +59,8 @@ class Provider:
     health_check: HealthCheck | None = None
     max_wait: float = 0.0  # longest wait for room under `rate_limit` before skipping
     quota: Quota | None = None
+    # Outbound proxy URLs tried in rotation; empty: connect directly.
+    proxies: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class ModelRoute:
     fallbacks: tuple[str, ...] = ()
     strategy: str = "round_robin"
     context_window_fallbacks: tuple[str, ...] = ()
+    cache: bool = False
 
     @property
     def is_glob(self) -> bool:
@@ -163,6 +166,26 @@ class UsageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Listening: TLS, per-connection bounds and shutdown (the bounds are named here only)."""
+
+    drain_timeout: float = 30.0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    idle_timeout: float = 75.0
+    max_header: int = 8192  # request line and each header field, bytes
+    max_headers: int = 128
+    watch_config: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    ttl: float = 300.0
+    max_entries: int = 10_000
+    allow_nondeterministic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "info"
     requests: bool = True
@@ -186,5 +209,7 @@ class Settings:
     rules: tuple[Rule, ...] = ()
     usage: UsageSettings = field(default_factory=UsageSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
 
