@@ -6,7 +6,7 @@ PYTHON ?= python3
 STAMP  := $(VENV)/.sluice-installed
 DEVSTAMP := $(VENV)/.sluice-dev-installed
 
-.PHONY: run test test-clients check bench install dev clean
+.PHONY: run test test-clients check bench install dev clean install-service uninstall-service
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,8 @@ run: $(STAMP)
 	$(VENV)/bin/sluice serve $(ARGS)
 
 test: $(DEVSTAMP)
-	tests/services/install-packages postgresql:'/usr/lib/postgresql/*/bin/initdb'
+	tests/services/install-packages postgresql:'/usr/lib/postgresql/*/bin/initdb' \
+		systemd:systemd-analyze tinyproxy:/usr/bin/tinyproxy dante-server:/usr/sbin/danted
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Real clients through the gateway, to fake providers of another dialect: Claude Code and Gemini
@@ -47,6 +48,14 @@ check: $(DEVSTAMP)
 
 bench: $(DEVSTAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Run as root: a systemd service from this checkout (deploy/install.sh; see README). Options
+# go in SERVICE_ARGS, e.g. SERVICE_ARGS="--prefix /srv/sluice --no-start" or "--purge".
+install-service:
+	deploy/install.sh $(SERVICE_ARGS)
+
+uninstall-service:
+	deploy/uninstall.sh $(SERVICE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CLIENTS) .pytest_cache .mypy_cache .ruff_cache

@@ -10,17 +10,16 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 import msgspec
 import uvloop
 
 from proxy.config import ConfigError, Settings, default_settings, load_settings
 from proxy.errors import BadRequest
+from proxy.lifecycle import check_listen_address, serve
 from proxy.log import configure
 from proxy.management import parse_time, usage_table
 from proxy.runtime import VERSION
-from proxy.server import check_listen_address, serve
 from proxy.store import StoreError, open_store, redact_url
 
 __all__ = ["main"]
@@ -49,16 +48,6 @@ def _describe(s: Settings) -> str:
                          f"  weight={t.weight}")
     lines.append("also: <provider>/<model> for every provider above")
     return "\n".join(lines)
-
-
-def _secrets(s: Settings) -> list[str]:
-    """Every secret the config holds, for the logs to mask wherever one turns up."""
-    found = [k.secret for k in s.keys] + [s.admin_key or ""]
-    found += [c.secret for p in s.providers.values() for c in p.credentials]
-    found += [value for p in s.providers.values() for _, value in p.headers]
-    urls = [s.usage.store, *(u for p in s.providers.values() for u in p.proxies)]
-    found += [urlsplit(u).password or "" for u in urls if "://" in u]
-    return [x for x in found if x]
 
 
 async def _usage(args: argparse.Namespace) -> int:
@@ -147,15 +136,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _fail(err)
             print(f"sluice usage: {err}", file=sys.stderr)
             return 1
-    try:
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+
+    def load() -> Settings:
+        """The config file (again, on a reload), with the command line's overrides."""
         settings = _settings(args.config)
-        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         settings = dataclasses.replace(settings, **overrides) if overrides else settings
         check_listen_address(settings)
+        return settings
+
+    try:
+        settings = load()
     except ConfigError as err:
         return _fail(err)
-    configure(args.log_level or settings.log.level, secrets=_secrets(settings))
-    uvloop.run(serve(settings))
+    configure(args.log_level or settings.log.level, secrets=settings.secrets())
+    try:
+        path = args.config or os.environ.get("SLUICE_CONFIG")
+        uvloop.run(serve(settings, load=load, path=path))
+    except ConfigError as err:  # found at start only: the TLS files do not load
+        return _fail(err)
     return 0
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from adapters.canonical import Usage
+from proxy.cache import CachedAnswer
 from proxy.calls import Call
 from proxy.config import GatewayKey
 from proxy.dispatch import Exchange
-from proxy.handlers import ANSWER_BODY, CALL, CALLER, EXCHANGE, dialect_of
+from proxy.handlers import ANSWER_BODY, CACHE_HIT, CALL, CALLER, EXCHANGE, dialect_of
 from proxy.records import UsageRecord
 from proxy.runtime import Runtime
 
@@ -44,6 +45,9 @@ def record_of(request: web.Request, rt: Runtime, status: int, error: str | None,
     ex: Exchange | None = request.get(EXCHANGE)
     latency = ended - started
     if ex is None:
+        hit: CachedAnswer | None = request.get(CACHE_HIT)  # a hit makes no Exchange
+        if hit is not None and caller is not None and call is not None:
+            return _hit_record(request, hit, caller, call, status, error, ts, latency)
         return UsageRecord(
             ts=ts, request_id=request["rid"], key=caller.name if caller else None,
             dialect=call.dialect if call else dialect_of(request),
@@ -70,6 +74,23 @@ def record_of(request: web.Request, rt: Runtime, status: int, error: str | None,
         cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens,
         estimated=ex.estimated, cost_usd=cost, latency_ms=latency * 1000, ttft_ms=ttft,
         overhead_ms=overhead * 1000, stream=call.stream)
+
+
+def _hit_record(request: web.Request, hit: CachedAnswer, caller: GatewayKey, call: Call,
+                status: int, error: str | None, ts: float, latency: float) -> UsageRecord:
+    """A request answered from the response cache: the first answer's provider and tokens (what
+    the answer holds), no upstream call and nothing spent (cost 0, known, not unknown)."""
+    usage = hit.usage
+    ms = latency * 1000
+    return UsageRecord(
+        ts=ts, request_id=request["rid"], key=caller.name, dialect=call.dialect,
+        operation=call.operation, model=call.model, provider=hit.provider, credential=None,
+        upstream_model=hit.upstream_model, status=status, outcome=_outcome(status, "ok"),
+        error=error, attempts=0, input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens, estimated=hit.estimated, cost_usd=0.0,
+        latency_ms=ms, ttft_ms=ms if call.stream else None, overhead_ms=ms, stream=call.stream,
+        cache_hit=True)
 
 
 def _outcome(status: int, outcome: str) -> str:

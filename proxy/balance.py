@@ -282,6 +282,10 @@ class Balancer:
         turn's point of a Weyl sequence picks by cumulative weight (3:1 goes A A A B A A A B ...
         give or take one, never long runs). The others follow in rotation; standbys last."""
         turn = self._take_turn(route_name)
+        weight = candidates[0].weight
+        if weight > 0 and all(c.weight == weight for c in candidates):
+            first = turn % len(candidates)  # the common case: plain rotation
+            return [*candidates[first:], *candidates[:first]]
         active = [c for c in candidates if c.weight > 0]
         standby = [c for c in candidates if c.weight <= 0]
         if not active:

@@ -243,11 +243,18 @@ class BreakerTable:
             breaker = self._breakers[key] = Breaker(self._policy_for(key))
         return breaker
 
+    def use_policies(self, policy_for: Callable[[Hashable], BreakerPolicy]) -> None:
+        """Where new breakers (and `retain`) get their policy from: the current config's."""
+        self._policy_for = policy_for
+
     def retain(self, keys: Collection[Hashable]) -> None:
         """After a config reload: forget keys not in `keys`; a kept key whose policy changed
         starts afresh (closed) under the new one."""
-        keep = keys if isinstance(keys, set | frozenset) else set(keys)
-        for key in [k for k in self._breakers if k not in keep]:
+        self.retain_where((keys if isinstance(keys, set | frozenset) else set(keys)).__contains__)
+
+    def retain_where(self, keep: Callable[[Hashable], bool]) -> None:
+        """`retain`, with the kept keys given by a predicate."""
+        for key in [k for k in self._breakers if not keep(k)]:
             del self._breakers[key]
         for key, breaker in list(self._breakers.items()):
             policy = self._policy_for(key)

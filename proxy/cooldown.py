@@ -226,10 +226,13 @@ class CooldownTable:
     `threshold` timestamps. `retain` forgets keys a config reload removed.
     """
 
-    __slots__ = ("_failures", "_random", "_until")
+    __slots__ = ("_failures", "_heads", "_random", "_until")
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self._until: dict[Hashable, CooldownEntry] = {}
+        # The first parts of the cooling keys (credential labels, provider names), rebuilt
+        # after a change: most lookups ask about a credential that is not cooling at all.
+        self._heads: frozenset[Hashable] | None = None
         self._failures: dict[Hashable, deque[float]] = {}
         self._random = rng or random.Random()
 
@@ -277,6 +280,7 @@ class CooldownTable:
         entry = self._until.get(key)
         if entry is not None and (sent_at is None or sent_at >= entry.started_at):
             del self._until[key]
+            self._heads = None
 
     def cool(self, key: Hashable, duration: float, now: float, reason: str = "manual") -> float:
         """An operator's cooldown: exactly `duration` seconds (no cap, no spread), replacing any
@@ -293,6 +297,7 @@ class CooldownTable:
         """
         self._failures.pop(key, None)
         entry = self._until.pop(key, None)
+        self._heads = None
         return entry is not None and (now is None or entry.ends_at > now)
 
     def recover_where(self, match: Callable[[Hashable], bool], now: float) -> int:
@@ -303,6 +308,19 @@ class CooldownTable:
 
     # -- asking it --
 
+    def heads(self) -> frozenset[Hashable]:
+        """The first parts of the keys that may be cooling (an expired one may linger)."""
+        heads = self._heads
+        if heads is None:
+            heads = self._heads = frozenset(
+                k[0] if isinstance(k, tuple) else k for k in self._until)
+        return heads
+
+    def __bool__(self) -> bool:
+        """Whether any key may be cooling (expired entries linger until looked up), so the
+        calm case skips every per-target lookup."""
+        return bool(self._until)
+
     def remaining(self, key: Hashable, now: float) -> float:
         """Seconds until `key` may be used again; 0.0 when it is not cooling."""
         entry = self._until.get(key)
@@ -312,6 +330,7 @@ class CooldownTable:
         if left > 0:
             return left
         del self._until[key]
+        self._heads = None
         return 0.0
 
     def earliest(self, keys: Iterable[Hashable], now: float) -> float | None:
@@ -331,10 +350,14 @@ class CooldownTable:
 
     def retain(self, keys: Collection[Hashable]) -> None:
         """Forget every key not in `keys` (a config reload removed it)."""
-        keep = keys if isinstance(keys, set | frozenset) else set(keys)
+        self.retain_where((keys if isinstance(keys, set | frozenset) else set(keys)).__contains__)
+
+    def retain_where(self, keep: Callable[[Hashable], bool]) -> None:
+        """Forget every key `keep` refuses (a config reload removed its credential)."""
         for table in (self._until, self._failures):
-            for key in [k for k in table if k not in keep]:
+            for key in [k for k in table if not keep(k)]:
                 del table[key]
+                self._heads = None
 
     def __repr__(self) -> str:
         return (f"<CooldownTable entries={len(self._until)} "
@@ -357,8 +380,10 @@ class CooldownTable:
         else:
             started_at = now
         self._until[key] = CooldownEntry(key, started_at, ends_at, reason)
+        self._heads = None
         return ends_at
 
     def _drop_expired(self, now: float) -> None:
         for key in [k for k, e in self._until.items() if e.ends_at <= now]:
             del self._until[key]
+            self._heads = None

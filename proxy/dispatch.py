@@ -246,6 +246,7 @@ async def _try(rt: Runtime, ex: Exchange, call: Call, target: Target,
     ex.upstream_wait += answered - now
     stats.finished(answered - now, 200 <= answer.status < 300, now=answered)
     if 200 <= answer.status < 300:
+        traffic.answers.add(answer)
         traffic.cooldowns.on_success(cool_key, sent_at=now)
         breaker.record(True, time.monotonic())
         ex.limit_key = cool_key

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from proxy.errors import UpstreamProtocolError
+from proxy.errors import UpstreamError, UpstreamProtocolError
 
 __all__ = ["EchoResponse", "EchoUpstream"]
 
@@ -31,7 +31,7 @@ _SSE = [(b"content-type", b"text/event-stream")]
 
 
 class EchoResponse:
-    __slots__ = ("_parts", "headers", "status")
+    __slots__ = ("__weakref__", "_parts", "headers", "status")
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], parts: list[bytes]) -> None:
         self.status = status
@@ -52,6 +52,9 @@ class EchoResponse:
         return self._iterate()
 
     def close(self) -> None:
+        self._parts = []
+
+    def abort(self, error: UpstreamError) -> None:
         self._parts = []
 
     async def __aenter__(self) -> EchoResponse:

@@ -18,12 +18,14 @@ __all__ = [
     "BudgetExhausted",
     "CallerRateLimited",
     "GatewayBusy",
+    "GatewayDraining",
     "InvalidJSON",
     "MethodNotAllowed",
     "MissingField",
     "ModelNotAllowed",
     "ModelNotFound",
     "NotFound",
+    "ShuttingDown",
     "SluiceError",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -152,6 +154,14 @@ class GatewayBusy(SluiceError):
     code = "gateway_unavailable"
 
 
+class ShuttingDown(SluiceError):
+    """A new request while the gateway drains: another instance (or a retry later) serves it."""
+
+    status = 503
+    type = "server_error"
+    code = "gateway_shutting_down"
+
+
 class CallerRateLimited(SluiceError):
     """The caller's gateway key is over its own RPM/TPM limit."""
 
@@ -214,6 +224,13 @@ class UpstreamProtocolError(UpstreamError):
     """The upstream broke HTTP or SSE framing, closed early, or sent an oversized event."""
 
     code = "upstream_protocol_error"
+
+
+class GatewayDraining(UpstreamError):
+    """The gateway is shutting down and its drain time ran out before this answer ended."""
+
+    status = 503
+    code = "gateway_shutting_down"
 
 
 class UpstreamStatusError(UpstreamError):

@@ -14,6 +14,7 @@ from fnmatch import fnmatchcase
 import msgspec
 from aiohttp import web
 
+from adapters.canonical import Usage
 from adapters.openai.envelope import (
     Envelope,
     RequestError,
@@ -21,6 +22,7 @@ from adapters.openai.envelope import (
     decode_object,
 )
 from adapters.providers import Dialect
+from proxy.cache import CACHE_HEADER, CachedAnswer, CachePlan, Collector, keepable, plan_for
 from proxy.calls import Call
 from proxy.config import GatewayKey
 from proxy.counting import count_translated
@@ -44,6 +46,7 @@ from proxy.translate import answer_translated
 
 __all__ = [
     "ANSWER_BODY",
+    "CACHE_HIT",
     "CALL",
     "CALLER",
     "EXCHANGE",
@@ -64,6 +67,7 @@ CALLER = "sluice_caller"
 CALL = "sluice_call"
 EXCHANGE = "sluice_exchange"
 ANSWER_BODY = "sluice_answer_body"  # kept only with `log.bodies: true`
+CACHE_HIT = "sluice_cache_hit"  # the CachedAnswer a request was answered with
 
 
 def rt_logs_bodies(request: web.Request) -> bool:
@@ -163,6 +167,14 @@ async def serve_call(request: web.Request, rt: Runtime, caller: GatewayKey,
         first = rt.order(route)[0]
         if first.provider.spec.dialect != call.dialect:
             return await count_translated(rt, call, first, {"x-request-id": rid})
+    plan = None
+    # The whole cost of the cache to a request that did not opt in: this test.
+    if route.cache or CACHE_HEADER in request.headers:
+        plan = plan_for(call, caller.name, request.headers, rt.settings.cache)
+        if plan is not None and plan.lookup:
+            hit = await request.app[STATE].cache.get(plan.key)
+            if hit is not None:
+                return _answer_hit(request, call, hit, rule)
     ex = request[EXCHANGE] = Exchange(rid, caller, route, call.model)
     ex.session = request.headers.get("x-session-id")
     ex.tokens = tokens
@@ -183,12 +195,48 @@ async def serve_call(request: web.Request, rt: Runtime, caller: GatewayKey,
                "x-sluice-attempts": str(ex.attempts)}
     if rule is not None:
         headers["x-sluice-route"] = rule
+    keep = None
+    if plan is not None:
+        headers[CACHE_HEADER] = "miss"
+        keep = Collector()
     if ex.translated:
-        resp = await answer_translated(request, ex, call, answer, headers)
+        resp = await answer_translated(request, ex, call, answer, headers, keep)
     else:
-        resp = await _answer_same_dialect(request, ex, call, answer, headers)
+        resp = await _answer_same_dialect(request, ex, call, answer, headers, keep)
     _reconcile(rt, ex)
+    if plan is not None and keep is not None:
+        await _store(request, ex, call, plan, resp, keep)
     return resp
+
+
+def _answer_hit(request: web.Request, call: Call, hit: CachedAnswer,
+                rule: str | None) -> web.Response:
+    """The stored answer, byte for byte (a stream in one write), with no upstream call."""
+    request[CACHE_HIT] = hit
+    headers = {"x-request-id": request["rid"], "x-sluice-provider": hit.provider,
+               "x-sluice-attempts": "0", CACHE_HEADER: "hit", "Content-Type": hit.content_type}
+    if call.stream:
+        headers["Cache-Control"] = "no-cache"
+    if rule is not None:
+        headers["x-sluice-route"] = rule
+    if rt_logs_bodies(request):
+        request[ANSWER_BODY] = hit.body
+    return web.Response(body=hit.body, headers=headers)
+
+
+async def _store(request: web.Request, ex: Exchange, call: Call, plan: CachePlan,
+                 resp: web.StreamResponse, keep: Collector) -> None:
+    """Keep an answer that ended whole and well (see proxy.cache)."""
+    if resp.status != 200 or ex.outcome != "ok" or ex.provider is None:
+        return
+    data = keep.data()
+    if data is None or not keepable(call, keep.finish, data):
+        return
+    answer = CachedAnswer(body=data, content_type=resp.headers.get("Content-Type",
+                                                                   "application/json"),
+                          provider=ex.provider.name, upstream_model=ex.upstream_model,
+                          usage=ex.usage or Usage(), estimated=ex.estimated)
+    await request.app[STATE].cache.put(plan.key, answer)
 
 
 def _max_tokens(call: Call) -> int | None:
@@ -213,8 +261,8 @@ def _reconcile(rt: Runtime, ex: Exchange) -> None:
 
 
 async def _answer_same_dialect(request: web.Request, ex: Exchange, call: Call,
-                               answer: UpstreamAnswer, headers: dict[str, str]
-                               ) -> web.StreamResponse:
+                               answer: UpstreamAnswer, headers: dict[str, str],
+                               keep: Collector | None = None) -> web.StreamResponse:
     content_type = (answer.header(b"content-type") or b"application/json").decode()
     headers["Content-Type"] = content_type
     if call.stream:
@@ -222,7 +270,7 @@ async def _answer_same_dialect(request: web.Request, ex: Exchange, call: Call,
         sse = content_type.startswith("text/event-stream")
         if sse or call.dialect == "gemini":  # Gemini without ?alt=sse: a streamed JSON array
             return await pipe_stream(request, answer, headers, call.dialect,
-                                     stream_tap(ex, call))
+                                     stream_tap(ex, call), keep)
     read_at = time.monotonic()
     try:
         data = await answer.read()
@@ -232,6 +280,8 @@ async def _answer_same_dialect(request: web.Request, ex: Exchange, call: Call,
     if rt_logs_bodies(request):
         request[ANSWER_BODY] = data
     ex.usage = body_usage(call.dialect, data)
+    if keep is not None:
+        keep.add(data)
     return web.Response(body=data, status=answer.status, headers=headers)
 
 

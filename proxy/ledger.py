@@ -94,7 +94,10 @@ class Ledger:
         return set(self._keys), set(self._providers)
 
     def add(self, rec: UsageRecord) -> None:
-        """Count a finished request (called once per record, on the request path: cheap)."""
+        """Count a finished request (called once per record, on the request path: cheap).
+        A cache hit spent nothing at any provider, so it counts nowhere."""
+        if rec.cache_hit:
+            return
         if rec.key is not None:
             windows = self._keys.get(rec.key)
             if windows is not None:

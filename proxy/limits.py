@@ -25,7 +25,7 @@ and its take are atomic without a lock.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Hashable
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass
 from itertools import islice
 
@@ -262,7 +262,11 @@ class Limiter:
 
     def retain(self, keys: Collection[Hashable]) -> None:
         """Forget every key not in `keys` (a config reload removed it). Pass a set."""
-        for key in [k for k in self._entries if k not in keys]:
+        self.retain_where(keys.__contains__)
+
+    def retain_where(self, keep: Callable[[Hashable], bool]) -> None:
+        """Forget every key `keep` refuses."""
+        for key in [k for k in self._entries if not keep(k)]:
             del self._entries[key]
 
     def _add(self, key: Hashable, limit: RateLimit, now: float) -> _Entry:

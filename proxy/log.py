@@ -21,7 +21,7 @@ import orjson
 if TYPE_CHECKING:
     from proxy.records import UsageRecord
 
-__all__ = ["configure", "event", "logger", "redact", "request_lines"]
+__all__ = ["configure", "configure_level", "event", "logger", "redact", "request_lines"]
 
 logger = logging.getLogger("sluice")
 
@@ -83,6 +83,10 @@ def configure(level: str = "info", secrets: Iterable[str] = (), stream: IO[str] 
     logger.setLevel(level.upper())
     logger.propagate = False
     redact.set_secrets(secrets)
+
+
+def configure_level(level: str) -> None:
+    logger.setLevel(level.upper())
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:

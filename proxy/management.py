@@ -19,6 +19,7 @@ from aiohttp import web
 from proxy.config import Settings
 from proxy.errors import BadRequest, SluiceError
 from proxy.ops import admin_runtime, json_response
+from proxy.reload import RELOADER
 from proxy.runtime import STATE, GatewayState
 from proxy.store import GroupBy, StoreError, UsageGroup, UsageStore, redact_url
 
@@ -204,8 +205,37 @@ def usage_table(groups: Sequence[UsageGroup], group_by: str) -> str:
     return "\n".join(lines)
 
 
+async def reload_config(request: web.Request) -> web.Response:
+    """`POST /v0/management/reload`: load the config file again; 422 with its problems (and
+    the running config unchanged) when it is invalid."""
+    admin_runtime(request)
+    reloader = request.app.get(RELOADER)
+    if reloader is None:
+        raise ReloadUnavailable("This gateway was not started by `sluice serve`; it cannot "
+                                "reload its config.")
+    problems = await reloader.reload("api")
+    if problems is not None:
+        raise InvalidConfig("The new config is invalid; the running config stays in force: "
+                            + "; ".join(problems))
+    return json_response({"status": "reloaded",
+                          "config": request.app[STATE].runtime.settings.source})
+
+
+class ReloadUnavailable(SluiceError):
+    status = 503
+    type = "server_error"
+    code = "reload_unavailable"
+
+
+class InvalidConfig(SluiceError):
+    status = 422
+    type = "invalid_request_error"
+    code = "invalid_config"
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v0/management/usage", usage_report)
     app.router.add_get("/v0/management/usage/records", usage_records)
     app.router.add_get("/v0/management/config", config_view)
     app.router.add_get("/v0/management/keys", keys_status)
+    app.router.add_post("/v0/management/reload", reload_config)

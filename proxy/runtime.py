@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,9 +22,11 @@ from proxy import prices
 from proxy.auth import KeyTable
 from proxy.balance import Balancer, Candidate, Strategy, TargetStats
 from proxy.breaker import BreakerPolicy, BreakerTable
+from proxy.cache import ResponseCache
 from proxy.config import ModelRoute, Provider, Settings, Target
 from proxy.cooldown import CooldownTable
 from proxy.echo import EchoUpstream
+from proxy.errors import UpstreamError
 from proxy.ledger import Ledger
 from proxy.limits import Limiter
 from proxy.metrics import Metrics
@@ -52,6 +55,7 @@ class UpstreamAnswer(Protocol):
     async def read(self) -> bytes: ...
     def __aiter__(self) -> AsyncIterator[bytes]: ...
     def close(self) -> None: ...
+    def abort(self, error: UpstreamError) -> None: ...
 
 
 class Upstream(Protocol):
@@ -105,6 +109,9 @@ class ProviderRuntime:
 
     def available(self, model: str, cooldowns: CooldownTable, now: float) -> bool:
         """Some credential of this provider may serve `model` now (nothing is advanced)."""
+        heads = cooldowns.heads()
+        if self.name not in heads and not any(c.label in heads for c in self.credentials):
+            return True  # nothing of this provider is cooling: no per-key lookup
         return not cooldowns.remaining((self.name, None), now) and any(
             not cooldowns.remaining((c.label, model), now) for c in self.credentials)
 
@@ -130,7 +137,8 @@ def _auth_header(style: AuthStyle, secret: str) -> tuple[bytes, bytes]:
 def _make_upstream(provider: Provider) -> Upstream:
     if provider.spec.builtin:
         return EchoUpstream()
-    return UpstreamPool(provider.base_url, timeouts=provider.timeouts, limits=provider.limits)
+    return UpstreamPool(provider.base_url, timeouts=provider.timeouts, limits=provider.limits,
+                        proxies=provider.proxies)
 
 
 class Traffic:
@@ -138,7 +146,7 @@ class Traffic:
     state that outlives a config reload (kept per target that still exists), so it is owned by
     the gateway, not by one runtime."""
 
-    __slots__ = ("balancer", "breakers", "cooldowns", "key_limits", "rng", "stats",
+    __slots__ = ("answers", "balancer", "breakers", "cooldowns", "key_limits", "rng", "stats",
                  "target_limits")
 
     def __init__(self, policy_for: Callable[[Hashable], BreakerPolicy]) -> None:
@@ -149,6 +157,8 @@ class Traffic:
         self.stats: dict[str, TargetStats] = {}
         self.key_limits = Limiter()
         self.target_limits = Limiter()
+        # Answers being read now, whichever runtime opened them: a drain ends what is left.
+        self.answers: weakref.WeakSet[UpstreamAnswer] = weakref.WeakSet()
 
     def stats_for(self, name: str) -> TargetStats:
         stats = self.stats.get(name)
@@ -157,19 +167,28 @@ class Traffic:
         return stats
 
 
+def _same_pool(a: Provider, b: Provider) -> bool:
+    """Whether pooled connections opened for `a` may serve `b`."""
+    return (a.base_url, a.timeouts, a.limits, a.proxies, a.spec.builtin) == (
+        b.base_url, b.timeouts, b.limits, b.proxies, b.spec.builtin)
+
+
 def target_name(target: Target) -> str:
     """A target's stable name: `provider/model` (`*` for "the name the caller asked")."""
     return f"{target.provider.name}/{target.model or '*'}"
 
 
 class Runtime:
-    __slots__ = ("_candidates", "_prices", "keys", "ledger", "metrics", "providers", "router",
-                 "rules", "settings", "traffic")
+    __slots__ = ("_candidates", "_prices", "active", "keys", "ledger", "metrics", "providers",
+                 "router", "rules", "settings", "traffic")
 
     def __init__(self, settings: Settings, traffic: Traffic | None = None,
-                 ledger: Ledger | None = None, metrics: Metrics | None = None) -> None:
+                 ledger: Ledger | None = None, metrics: Metrics | None = None,
+                 previous: Runtime | None = None) -> None:
         self.settings = settings
         self.traffic = traffic or Traffic(self._breaker_policy)
+        self.traffic.breakers.use_policies(self._breaker_policy)
+        self.active = 0  # requests running on this runtime (a replaced one retires at 0)
         self.ledger = ledger  # spend per key and provider, for provider quotas
         self.metrics = metrics or Metrics()
         self._candidates: dict[str, tuple[Candidate, ...]] = {}
@@ -177,8 +196,14 @@ class Runtime:
         self.rules = Rules(settings.aliases, settings.rules)
         self.router = Router(settings)
         self.keys = KeyTable(settings.keys)
+        # A provider whose connection settings a reload left alone keeps its pooled
+        # connections; the others get a new pool.
+        before = previous.providers if previous is not None else {}
         self.providers: Mapping[str, ProviderRuntime] = {
-            name: ProviderRuntime(p, _make_upstream(p)) for name, p in settings.providers.items()
+            name: ProviderRuntime(p, before[name].upstream
+                                  if name in before and _same_pool(before[name].provider, p)
+                                  else _make_upstream(p))
+            for name, p in settings.providers.items()
         }
 
     def order(self, route: ModelRoute, sticky: str | None = None,
@@ -192,17 +217,18 @@ class Runtime:
         if len(route.targets) == 1 and sticky is None:
             return list(route.targets)
         candidates = self.candidates(route)
-        if requested is not None:
+        cooldowns = self.traffic.cooldowns
+        if requested is not None and cooldowns:
             now = time.monotonic()
-            cooldowns = self.traffic.cooldowns
             # Candidates are built from route.targets in the same order.
             open_ = [c for c, t in zip(candidates, route.targets, strict=True)
                      if self.providers[t.provider.name].available(
                          t.upstream_model(requested), cooldowns, now)]
             if open_ and len(open_) < len(candidates):
                 candidates = tuple(open_)
-        ordered = self.traffic.balancer.order(Strategy(route.strategy), route.name,
-                                              candidates, sticky)
+        # The config's spelling equals the StrEnum member, so no conversion per request.
+        strategy: Strategy = route.strategy  # type: ignore[assignment]
+        ordered = self.traffic.balancer.order(strategy, route.name, candidates, sticky)
         return [c.key for c in ordered]  # type: ignore[misc]
 
     def candidates(self, route: ModelRoute) -> tuple[Candidate, ...]:
@@ -252,6 +278,29 @@ class Runtime:
         provider = self.settings.providers.get(str(provider_name))
         return provider.breaker if provider is not None else BreakerPolicy()
 
+    def orphans(self, previous: Runtime) -> list[Upstream]:
+        """The previous runtime's upstream pools this one does not use."""
+        kept = {id(p.upstream) for p in self.providers.values()}
+        return [p.upstream for p in previous.providers.values() if id(p.upstream) not in kept]
+
+    def retain_traffic(self) -> None:
+        """Forget cooldowns, breakers, buckets and statistics of what this config removed."""
+        providers = set(self.providers)
+        labels = {c.label for p in self.providers.values() for c in p.credentials}
+        keys = {k.name for k in self.settings.keys}
+        targets = {target_name(t) for m in self.settings.models for t in m.targets}
+
+        def first_in(names: set[str]) -> Callable[[Hashable], bool]:
+            return lambda key: isinstance(key, tuple) and key[0] in names
+
+        t = self.traffic
+        t.cooldowns.retain_where(first_in(labels | providers))
+        t.breakers.retain_where(first_in(providers))
+        t.target_limits.retain_where(first_in(labels))
+        t.key_limits.retain_where(keys.__contains__)
+        for name in [n for n in t.stats if n not in targets]:
+            del t.stats[name]
+
     async def aclose(self) -> None:
         for p in self.providers.values():
             await p.upstream.aclose()
@@ -259,9 +308,10 @@ class Runtime:
 
 class GatewayState:
     """What the gateway holds across config reloads: the current runtime, the accounting
-    (ledger, usage recorder, metrics) and its background tasks."""
+    (ledger, usage recorder, metrics), the response cache and its background tasks."""
 
-    __slots__ = ("in_flight", "ledger", "metrics", "recorder", "runtime", "started_at", "tasks")
+    __slots__ = ("cache", "draining", "in_flight", "ledger", "metrics", "recorder", "runtime",
+                 "started_at", "tasks")
 
     def __init__(self, runtime: Runtime, ledger: Ledger, metrics: Metrics,
                  recorder: Recorder | None) -> None:
@@ -269,7 +319,10 @@ class GatewayState:
         self.ledger = ledger
         self.metrics = metrics
         self.recorder = recorder  # None: usage recording is off (`usage.store: none`)
+        # Entries outlive a reload; a reload that changes `cache:` sets `cache.settings`.
+        self.cache = ResponseCache(runtime.settings.cache)
         self.in_flight = 0
+        self.draining = False  # a shutdown began: /health says so while requests finish
         self.started_at = time.time()
         # Background tasks (health checks) the gateway cancels when it stops.
         self.tasks: list[asyncio.Task[None]] = []

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
 from aiohttp import web
 
 from adapters.dialects import ADAPTERS
@@ -27,25 +26,29 @@ from proxy import (
 )
 from proxy.accounting import bodies_of, metered, record_of
 from proxy.breaker import BreakerState
-from proxy.config import ConfigError, Settings
-from proxy.errors import BodyTooLarge, MethodNotAllowed, NotFound, SluiceError, canonical_error
+from proxy.config import Settings
+from proxy.errors import (
+    BodyTooLarge,
+    MethodNotAllowed,
+    NotFound,
+    ShuttingDown,
+    SluiceError,
+    canonical_error,
+)
 from proxy.handlers import dialect_of
 from proxy.ledger import Ledger, period_bounds
 from proxy.log import event
 from proxy.metrics import Metrics, Snapshot
-from proxy.runtime import STATE, GatewayState, Runtime
+from proxy.runtime import STATE, VERSION, GatewayState, Runtime
 from proxy.store import StoreError, open_store
 from proxy.usage import Recorder
 
-__all__ = ["build_app", "check_listen_address", "serve"]
+__all__ = ["build_app", "error_response"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # A caller-chosen request id is kept for tracing only if it is short and plain.
 _MAX_REQUEST_ID = 128
-# aiohttp listens with a backlog of 128; a burst of clients opening streams at once (measured:
-# 500) overflowed it, and each dropped SYN costs its client a 1-3 s retransmit.
-_LISTEN_BACKLOG = 1024
 
 
 def _request_id(request: web.Request) -> str:
@@ -86,12 +89,17 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     every API call its usage record."""
     rid = _request_id(request)
     request["rid"] = rid
-    state = request.app[STATE]
-    if state.recorder is None or not metered(request):
+    if not metered(request):
         return await _answer(request, handler, rid)
-    rt = state.runtime  # the record prices the request with the config it started on
+    state = request.app[STATE]
+    if state.draining:
+        handler = _refuse
+    # The runtime a request starts on is the one it finishes on (a reload swaps in another);
+    # its count of active requests says when a replaced runtime's pools may close.
+    rt = state.runtime
     ts, started = time.time(), time.monotonic()
     state.in_flight += 1
+    rt.active += 1
     status: int = 499
     error: str | None = "client_closed"  # unless the handler returns or raises below
     try:
@@ -100,11 +108,18 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return resp
     finally:
         state.in_flight -= 1
-        rec = record_of(request, rt, status, error, ts, started, time.monotonic())
-        state.recorder.add(rec, bodies_of(request) if rt.settings.log.bodies else None)
+        rt.active -= 1
+        if state.recorder is not None:
+            rec = record_of(request, rt, status, error, ts, started, time.monotonic())
+            state.recorder.add(rec, bodies_of(request) if rt.settings.log.bodies else None)
 
 
 _ERROR_CODE = "sluice_error_code"
+
+
+async def _refuse(request: web.Request) -> web.StreamResponse:
+    raise ShuttingDown("The gateway is shutting down and takes no new requests; retry shortly.",
+                       headers={"Retry-After": "1", "Connection": "close"})
 
 
 async def _answer(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
@@ -134,12 +149,25 @@ def _routes(app: web.Application) -> None:
     gemini_api.add_routes(app)
     anthropic_api.add_routes(app)
     openai_api.add_routes(app)
-    app.router.add_get("/health", handlers.health)
+    app.router.add_get("/health", _health)
     app.router.add_get("/ping", handlers.ping)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/", handlers.root)
     ops.add_routes(app)
     management.add_routes(app)
+
+
+async def _health(request: web.Request) -> web.Response:
+    """`GET /health`: 200 `ok`, or 503 `draining` once a shutdown began (load balancers take
+    the gateway out of rotation while its last requests finish)."""
+    state = request.app[STATE]
+    body = {"status": "draining" if state.draining else "ok", "version": VERSION,
+            "uptime_s": round(time.time() - state.started_at, 3), "in_flight": state.in_flight}
+    return web.Response(body=_ENCODE.encode(body), status=503 if state.draining else 200,
+                        headers=handlers.JSON_HEADERS)
+
+
+_ENCODE = msgspec.json.Encoder()
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -229,41 +257,3 @@ async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[STATE].metrics
     body, content_type = await asyncio.get_running_loop().run_in_executor(None, metrics.render)
     return web.Response(body=body, headers={"Content-Type": content_type})
-
-
-def check_listen_address(settings: Settings) -> None:
-    """Refuse a non-loopback address without gateway keys: it would open the providers' keys
-    to anyone who can reach the port."""
-    try:
-        loopback = ipaddress.ip_address(settings.host).is_loopback
-    except ValueError:
-        loopback = settings.host == "localhost"
-    if not loopback and not settings.keys:
-        raise ConfigError([
-            f"server.host: {settings.host} is not a loopback address, and no gateway keys are "
-            "configured; add `keys:` so that only your callers can use the providers' keys"
-        ], settings.source)
-
-
-async def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
-    check_listen_address(settings)
-    app = build_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True,
-                           backlog=_LISTEN_BACKLOG)
-        await site.start()
-        event("listening", host=settings.host, port=settings.port, config=settings.source,
-              providers=sorted(settings.providers), models=[m.name for m in settings.models])
-        if ready is not None:
-            ready()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        event("stopping")
-    finally:
-        await runner.cleanup()
-    event("stopped")

@@ -26,6 +26,7 @@ from adapters.sse import (
     events_end,
     first_event_end,
 )
+from proxy.cache import Collector
 from proxy.calls import Call
 from proxy.dispatch import Exchange
 from proxy.errors import SluiceError, UpstreamError, UpstreamProtocolError, canonical_error
@@ -117,9 +118,11 @@ def stream_tap(ex: Exchange, call: Call) -> StreamTap:
 
 
 async def pipe_stream(request: web.Request, answer: UpstreamAnswer, headers: dict[str, str],
-                      dialect: Dialect, meter: StreamTap) -> web.StreamResponse:
+                      dialect: Dialect, meter: StreamTap,
+                      keep: Collector | None = None) -> web.StreamResponse:
     """Forward a same-dialect stream as it comes, through `meter` (`stream_tap`), which accounts
-    for it on its exchange: first byte, time reading, outcome and usage.
+    for it on its exchange: first byte, time reading, outcome and usage. `keep` (a cacheable
+    request only) gets every byte written, for the response cache.
 
     An upstream failure after the first byte ends the stream with the dialect's own stream
     error event, which each SDK raises on.
@@ -136,12 +139,16 @@ async def pipe_stream(request: web.Request, answer: UpstreamAnswer, headers: dic
                 out = meter.feed(chunk)
                 if out:
                     await resp.write(out)
+                    if keep is not None:
+                        keep.add(out)
                     if first:
                         first = False
                         meter.first_byte(time.monotonic())
             tail = meter.close()
             if tail:
                 await resp.write(tail)
+                if keep is not None:
+                    keep.add(tail)
         except EventTooLarge as err:
             outcome = "cut"
             await resp.write(_error_event(dialect, UpstreamProtocolError(str(err))))

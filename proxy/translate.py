@@ -26,6 +26,7 @@ from adapters.canonical import (
 )
 from adapters.dialects import ADAPTERS, StreamEncoderLike
 from adapters.sse import SSEDecoder, SSEError
+from proxy.cache import Collector
 from proxy.calls import Call
 from proxy.dispatch import Exchange
 from proxy.errors import SluiceError, UpstreamError, UpstreamProtocolError, canonical_error
@@ -36,13 +37,14 @@ __all__ = ["answer_translated"]
 
 
 async def answer_translated(request: web.Request, ex: Exchange, call: Call,
-                            answer: UpstreamAnswer, headers: dict[str, str]
-                            ) -> web.StreamResponse:
+                            answer: UpstreamAnswer, headers: dict[str, str],
+                            keep: Collector | None = None) -> web.StreamResponse:
+    """`keep` (a cacheable request only) gets the bytes written and the canonical finish."""
     assert ex.provider is not None
     provider = ADAPTERS[ex.provider.provider.spec.dialect]
     caller = ADAPTERS[call.dialect]
     if call.stream:
-        return await _pipe(request, ex, call, answer, headers)
+        return await _pipe(request, ex, call, answer, headers, keep)
     reading = time.monotonic()
     try:
         body = await answer.read()
@@ -57,8 +59,11 @@ async def answer_translated(request: web.Request, ex: Exchange, call: Call,
     ex.usage = resp.usage
     resp.created = int(time.time())
     headers["Content-Type"] = "application/json"
-    return web.Response(body=caller.from_canonical_response(resp, model=call.model),
-                        headers=headers)
+    data = caller.from_canonical_response(resp, model=call.model)
+    if keep is not None:
+        keep.add(data)
+        keep.finish = resp.finish
+    return web.Response(body=data, headers=headers)
 
 
 class _Seen:
@@ -66,12 +71,13 @@ class _Seen:
     reported (input up front, the whole at the end) and the text given, kept as the strings
     the events already hold and counted only if the provider's counts never came whole."""
 
-    __slots__ = ("broken", "end", "said", "start")
+    __slots__ = ("broken", "end", "finish", "said", "start")
 
     def __init__(self) -> None:
         self.said: list[str] = []
         self.start: Usage | None = None
         self.end: Usage | None = None
+        self.finish = "error"  # until the provider's end event says otherwise
         self.broken = False  # the provider's stream ended on an error of its own
 
     def see(self, event: Event) -> None:
@@ -85,6 +91,7 @@ class _Seen:
                 self.start = event.usage
             case StreamEnd():
                 self.end = event.usage
+                self.finish = event.finish
             case StreamError():
                 self.broken = True
 
@@ -99,7 +106,7 @@ class _Seen:
 
 
 async def _pipe(request: web.Request, ex: Exchange, call: Call, answer: UpstreamAnswer,
-                headers: dict[str, str]) -> web.StreamResponse:
+                headers: dict[str, str], keep: Collector | None) -> web.StreamResponse:
     assert ex.provider is not None
     caller = ADAPTERS[call.dialect]
     events = SSEDecoder()
@@ -124,7 +131,10 @@ async def _pipe(request: web.Request, ex: Exchange, call: Call, answer: Upstream
                         seen.see(event)
                         out.append(encoder.feed(event))
                 if out:
-                    await resp.write(b"".join(out))
+                    data = b"".join(out)
+                    await resp.write(data)
+                    if keep is not None:
+                        keep.add(data)
                     if first:
                         first = False
                         ex.first_byte = time.monotonic()
@@ -132,7 +142,10 @@ async def _pipe(request: web.Request, ex: Exchange, call: Call, answer: Upstream
             for event in decoder.close():
                 seen.see(event)
                 tail.append(encoder.feed(event))
-            await resp.write(b"".join(tail) + encoder.close())
+            data = b"".join(tail) + encoder.close()
+            await resp.write(data)
+            if keep is not None:
+                keep.add(data)
         except (SSEError, TranslationError, ValueError) as err:
             ex.outcome = "cut"
             broken = UpstreamProtocolError(f"Provider '{ex.provider.name}' broke its stream: {err}")
@@ -153,6 +166,8 @@ async def _pipe(request: web.Request, ex: Exchange, call: Call, answer: Upstream
         if reading is not None:
             ex.body_wait += time.monotonic() - reading
         seen.settle(ex, call)
+        if keep is not None:
+            keep.finish = "error" if seen.broken else seen.finish
     return resp
 
 

@@ -4,6 +4,7 @@ from proxy.config.load import default_settings, load_settings, settings_from_map
 from proxy.config.schema import parse_duration, parse_size
 from proxy.config.settings import (
     DEFAULT_PORT,
+    CacheSettings,
     ConfigError,
     Credential,
     GatewayKey,
@@ -18,6 +19,7 @@ from proxy.config.settings import (
 
 __all__ = [
     "DEFAULT_PORT",
+    "CacheSettings",
     "ConfigError",
     "Credential",
     "GatewayKey",

@@ -8,7 +8,7 @@ that names its path. Every problem is reported at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -175,7 +175,10 @@ class _Resolver:
         if value is None and fallback is not None:
             return fallback
         if value is None:
-            return _env_proxy(base_url, self.env)
+            found = _env_proxy(base_url, self.env)
+            self._check_proxies(f"{path} (from the environment's HTTPS_PROXY/HTTP_PROXY)",
+                                found, listed=False)
+            return found
         urls = [value] if isinstance(value, str) else list(value)
         if not urls:
             self.problems.append(f"{path}: an empty list (use \"direct\" for no proxy)")
@@ -183,14 +186,22 @@ class _Resolver:
             if len(urls) > 1:
                 self.problems.append(f"{path}: \"direct\" cannot be mixed with proxies")
             return ()
+        self._check_proxies(path, urls, listed=not isinstance(value, str))
+        return tuple(urls)
+
+    def _check_proxies(self, path: str, urls: Sequence[str], *, listed: bool) -> None:
         for i, url in enumerate(urls):
-            where = path if isinstance(value, str) else f"{path}[{i}]"
-            parts = urlsplit(url)
-            if parts.scheme not in _PROXY_SCHEMES or not parts.hostname or not parts.port:
+            where = f"{path}[{i}]" if listed else path
+            try:
+                parts = urlsplit(url)
+                port = parts.port
+            except ValueError:
+                port = None
+                parts = urlsplit("")
+            if parts.scheme not in _PROXY_SCHEMES or not parts.hostname or not port:
                 self.problems.append(
                     f"{where}: {redact_url(url)!r} is not a proxy URL (scheme://host:port with "
                     f"scheme one of {', '.join(_PROXY_SCHEMES)}, or \"direct\")")
-        return tuple(urls)
 
     def usage(self, sec: UsageSection, env: Mapping[str, str]) -> UsageSettings | None:
         flush = self.number("usage.flush_interval", parse_duration, sec.flush_interval)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from adapters.providers import ProviderSpec
 from proxy.breaker import BreakerPolicy
@@ -211,5 +212,14 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+
+    def secrets(self) -> list[str]:
+        """Every secret this config holds, for the logs to mask wherever one turns up."""
+        found = [k.secret for k in self.keys] + [self.admin_key or ""]
+        found += [c.secret for p in self.providers.values() for c in p.credentials]
+        found += [value for p in self.providers.values() for _, value in p.headers]
+        urls = [self.usage.store, *(u for p in self.providers.values() for u in p.proxies)]
+        found += [urlsplit(u).password or "" for u in urls if "://" in u]
+        return [x for x in found if x]
 
 

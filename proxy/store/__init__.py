@@ -91,7 +91,8 @@ class UsageStore(Protocol):
         """Newest first; the next page is `before=(last.ts, last.request_id)`."""
 
     async def totals(self, since: float, by: TotalsBy) -> dict[str, Totals]:
-        """Totals per key or provider name of the records with `ts >= since`."""
+        """Totals per key or provider name of the records with `ts >= since`, cache hits left
+        out (they spent nothing at a provider): what budgets and quotas are rebuilt from."""
 
     async def count(self) -> int:
         """How many records are stored."""

@@ -207,7 +207,8 @@ class PostgresStore:
 
     async def totals(self, since: float, by: TotalsBy) -> dict[str, Totals]:
         sql = (f"SELECT {_GROUPS[by]}, count(*), sum(input_tokens), sum(output_tokens), "
-               "coalesce(sum(cost_usd), 0) FROM usage_records WHERE ts >= $1 GROUP BY 1")
+               "coalesce(sum(cost_usd), 0) FROM usage_records WHERE ts >= $1 AND NOT cache_hit "
+               "GROUP BY 1")
         async with self._connection() as con:
             rows = await con.fetch(sql, since)
         return {row[0]: Totals(row[1], row[2], row[3], row[4]) for row in rows}

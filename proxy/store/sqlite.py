@@ -185,7 +185,7 @@ class SqliteStore:
     async def totals(self, since: float, by: TotalsBy) -> dict[str, Totals]:
         group = _GROUPS[by]
         sql = (f"SELECT {group} AS g, count(*), sum(input_tokens), sum(output_tokens), "
-               "total(cost_usd) FROM usage_records WHERE ts >= ? GROUP BY g")
+               "total(cost_usd) FROM usage_records WHERE ts >= ? AND cache_hit = 0 GROUP BY g")
         rows = await self._run(partial(self._read, sql, [since]))
         return {g: Totals(*rest) for g, *rest in rows}
 

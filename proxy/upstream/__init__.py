@@ -13,11 +13,15 @@ Shape (httpcore's: decide state first, do the IO after):
   happened (headers, body, error) is read back from the connection's fields, so no future holds
   an exception that nobody retrieves.
 - `pool.UpstreamPool` keeps idle connections (LIFO), counts slots against `max_connections`, queues
-  waiters FIFO, and opens connections in `_open()`, the one place a CONNECT/SOCKS5 hop will go.
+  waiters FIFO, and opens connections in `_open()`: directly, or through an outbound proxy.
+- `proxies.UpstreamProxies` opens a pool's connections through its proxies (HTTP(S) CONNECT,
+  SOCKS5(h)) in rotation, resting those that fail; a tunnel is opened once per connection, so the
+  requests cost the same as direct ones, and a pool without proxies never enters this code.
 - `response.UpstreamResponse` reads the body out of its connection's buffer, inflating gzip/deflate.
 
 Error messages name the phase and the origin (host:port) only: never header values, nor the
-request target (Gemini accepts the API key as `?key=`).
+request target (Gemini accepts the API key as `?key=`); a proxy is named by its URL with the
+password masked.
 """
 
 from __future__ import annotations

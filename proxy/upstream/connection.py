@@ -17,9 +17,10 @@ from proxy.errors import (
 if TYPE_CHECKING:
     from proxy.upstream.pool import UpstreamPool
 
+# Undelivered body bytes buffered per connection before we stop reading the socket: room for a
 # burst of a few hundred SSE events while the caller is slow, and a fixed memory bound per stream.
 _HIGH_WATER: Final = 256 * 1024
-# Most bytes one inflate step may produce: gzip can expand ~1000x, so decoding is metered.
+# uvloop keeps timers in whole milliseconds and may run one slightly early; a deadline this close
 # counts as reached rather than re-arming the timer over and over.
 _TIMER_SLACK: Final = 0.002
 

@@ -10,7 +10,7 @@ __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUTS", "PoolLimits", "Timeouts"]
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect: float = 10.0  # TCP + TLS handshake
+    connect: float = 10.0  # TCP + TLS handshake (through a proxy: per proxy tried, tunnel too)
     read: float = 300.0  # longest silence between two received chunks (not a total: streams last)
     write: float = 60.0  # handing the request to the socket
     pool: float = 30.0  # waiting for a free connection when the pool is at max_connections

@@ -19,6 +19,7 @@ from proxy.errors import (
 )
 from proxy.upstream.connection import _DONE, _IDLE, _WAIT_HEAD, _Conn
 from proxy.upstream.limits import DEFAULT_LIMITS, DEFAULT_TIMEOUTS, PoolLimits, Timeouts
+from proxy.upstream.proxies import UpstreamProxies
 from proxy.upstream.response import UpstreamResponse
 
 # How long aclose() lets idle TLS connections send close_notify before aborting them.
@@ -34,11 +35,14 @@ class UpstreamPool:
     Transfer-Encoding. HTTP/1.1 keeps connections alive by default, so no Connection header is
     sent. Always close the response (`async with`): a response never closed holds its
     connection slot.
+
+    With `proxies` (URLs: http, https, socks5, socks5h), every connection is a tunnel through
+    one of them, taken in rotation (`proxies.py`); the pool's connections stay its own.
     """
 
     __slots__ = (
         "_accept", "_closed", "_closed_waiter", "_host", "_idle", "_limits", "_live", "_port",
-        "_slots_used", "_ssl", "_tick", "_timeouts", "_url", "_waiters", "base_path",
+        "_proxies", "_slots_used", "_ssl", "_tick", "_timeouts", "_url", "_waiters", "base_path",
         "host_header", "origin",
     )  # fmt: skip
 
@@ -50,6 +54,8 @@ class UpstreamPool:
         limits: PoolLimits = DEFAULT_LIMITS,
         ssl_context: ssl.SSLContext | None = None,
         accept_gzip: bool = False,
+        proxies: Sequence[str] = (),
+        proxy_ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -79,6 +85,8 @@ class UpstreamPool:
             self._ssl = ssl_context
         self._timeouts = timeouts
         self._limits = limits
+        # None, not an empty rotation: the direct path tests one attribute per new connection.
+        self._proxies = UpstreamProxies(proxies, proxy_ssl_context) if proxies else None
         self._tick = min(timeouts.read, limits.idle_timeout)  # see _Conn._on_timer
         coding = b"gzip" if accept_gzip else b"identity"
         self._accept = b"Accept-Encoding: " + coding + b"\r\n\r\n"
@@ -155,8 +163,9 @@ class UpstreamPool:
         idle = len(self._idle)
         extra = f" waiting={len(self._waiters)}" if self._waiters else ""
         extra += " closed" if self._closed else ""
+        via = f" proxies={len(self._proxies.proxies)}" if self._proxies is not None else ""
         return (
-            f"<UpstreamPool {self._url} idle={idle} active={self._slots_used - idle}"
+            f"<UpstreamPool {self._url}{via} idle={idle} active={self._slots_used - idle}"
             f" max={self._limits.max_connections}{extra}>"
         )
 
@@ -259,8 +268,13 @@ class UpstreamPool:
         return conn
 
     async def _open(self) -> _Conn:
-        """Connect to the origin (TCP, then TLS). The one place an outbound proxy hop will go."""
+        """Connect to the origin (TCP, then TLS), or through a proxy's tunnel."""
         loop = asyncio.get_running_loop()
+        if self._proxies is not None:
+            return await self._proxies.connect(
+                lambda: _Conn(self, loop), self._host, self._port, self.origin, self._ssl,
+                self._timeouts.connect,
+            )
         try:
             async with asyncio.timeout(self._timeouts.connect):
                 _, conn = await loop.create_connection(

@@ -61,7 +61,7 @@ class UpstreamResponse:
     through as received.
     """
 
-    __slots__ = ("_conn", "_decoder", "_error", "_pool", "headers", "status")
+    __slots__ = ("__weakref__", "_conn", "_decoder", "_error", "_pool", "headers", "status")
 
     def __init__(self, pool: UpstreamPool, conn: _Conn) -> None:
         self.status = conn._status
@@ -161,6 +161,12 @@ class UpstreamResponse:
         if conn is not None:
             self._conn = None
             self._pool._release(conn)
+
+    def abort(self, error: UpstreamError) -> None:
+        """End the answer from outside (the gateway drains): its reader gets `error` next."""
+        if self._conn is not None:
+            self._error = error
+            self._abort()
 
     def _abort(self) -> None:
         conn = self._conn

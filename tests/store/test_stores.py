@@ -255,8 +255,9 @@ async def test_totals_since_by_key_and_provider(filled: UsageStore) -> None:
         "team-c": Totals(10, 55, 10, 1.25),
         "-": Totals(1, 0, 0, 0.0),
     }
+    # a1 was a cache hit: it spent nothing at the provider, so totals leave it out.
     assert await filled.totals(T0, "provider") == {
-        "openai": Totals(12, 355, 40, 2.0),
+        "openai": Totals(11, 255, 30, 1.75),
         "anthropic": Totals(2, 50, 5, 0.0),
         "-": Totals(1, 0, 0, 0.0),
     }
