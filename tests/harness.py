@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -60,10 +61,13 @@ class Gateway:
     """`sluice serve` as a user runs it, on a free loopback port."""
 
     def __init__(self, workdir: Path, config: str | None = None,
-                 env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+                 env: Mapping[str, str] | None = None, args: tuple[str, ...] = (),
+                 tls_ca: str | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # With `tls_ca` (the CA of the server.tls certificate) the gateway listens on HTTPS.
+        self._ssl = ssl.create_default_context(cafile=tls_ca) if tls_ca else None
+        self.url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{self.port}"
         self.log_path = workdir / f"gateway-{self.port}.log"
         self.env = {k: v for k, v in os.environ.items() if k not in PROVIDER_ENV}
         # Usage records (SQLite) and the spill file live with the test's files, not the repo's.
@@ -86,7 +90,7 @@ class Gateway:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
             with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"{self.url}/health", timeout=1) as resp:
+                    f"{self.url}/health", timeout=1, context=self._ssl) as resp:
                 if resp.status == 200:
                     return self
             time.sleep(0.05)
@@ -98,7 +102,7 @@ class Gateway:
 
     def dropped_records(self) -> float:
         """`sluice_usage_records_dropped_total` now (0 when recording is off)."""
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5, context=self._ssl) as resp:
             body = resp.read().decode()
         return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
                    if line.startswith("sluice_usage_records_dropped_total"))

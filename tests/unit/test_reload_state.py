@@ -51,3 +51,20 @@ def test_unchanged_providers_keep_their_pool_and_the_others_are_orphaned() -> No
     orphans = new.orphans(old)
     assert {id(u) for u in orphans} == {id(old.providers["b"].upstream),
                                         id(old.providers["c"].upstream)}
+
+
+async def test_pools_the_new_config_dropped_close_after_the_old_runtimes_last_request() -> None:
+    import asyncio
+
+    from proxy.reload import _retire
+
+    old = Runtime(settings({"a": "http://127.0.0.1:1/v1"}))
+    new = Runtime(settings({"a": "http://127.0.0.1:2/v1"}), traffic=old.traffic, previous=old)
+    (pool,) = new.orphans(old)
+    old.active = 1  # a stream still runs on the old config
+    task = asyncio.create_task(_retire(old, [pool]))
+    await asyncio.sleep(0.6)
+    assert not task.done() and "closed" not in repr(pool)
+    old.active = 0
+    await asyncio.wait_for(task, 2)
+    assert "closed" in repr(pool)
