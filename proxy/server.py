@@ -16,7 +16,6 @@ from adapters.openai import encode_error
 from adapters.providers import Dialect
 from proxy import (
     anthropic_api,
-    counting,
     gemini_api,
     handlers,
     health,
@@ -183,7 +182,6 @@ def build_app(settings: Settings) -> web.Application:
     metrics.bind(lambda: _snapshot(state))
 
     async def _start_usage(app: web.Application) -> None:
-        counting.warm_up()
         if state.recorder is not None:
             await state.recorder.start()
             await _rebuild_ledger(state)

@@ -57,6 +57,20 @@ def closed_port() -> int:
     return free_port()
 
 
+def stored_request_ids(data_dir: Path, store: str = "sqlite") -> list[str]:
+    """The request ids of the usage records a gateway's store holds (newest first)."""
+    from proxy.store import open_store
+
+    async def read() -> list[str]:
+        s = open_store(store, data_dir)
+        await s.open()
+        try:
+            return [r.request_id for r in await s.records(None, None, limit=1000)]
+        finally:
+            await s.close()
+    return asyncio.run(read())
+
+
 class Gateway:
     """`sluice serve` as a user runs it, on a free loopback port."""
 

@@ -4,7 +4,6 @@ usage flushed, and systemd's notify protocol on a real datagram socket."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -18,10 +17,9 @@ import httpx
 import openai
 import pytest
 
-from proxy.store import open_store
 from tests.e2e.conftest import ADMIN_KEY, GATEWAY_ENV, GATEWAY_KEY, UPSTREAM_KEY
 from tests.fakes.openai_provider import FakeOpenAI
-from tests.harness import Gateway, ThreadLoop
+from tests.harness import Gateway, ThreadLoop, stored_request_ids
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 HELLO = [{"role": "user", "content": "one two three four five six seven eight"}]
@@ -70,15 +68,25 @@ def streamed_text(c: openai.OpenAI, model: str = "m") -> str:
     return "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
 
 
-def stored_ids(data_dir: Path) -> list[str]:
-    async def read() -> list[str]:
-        store = open_store("sqlite", data_dir)
-        await store.open()
+def open_streams(gw: Gateway, fake: FakeOpenAI, n: int
+                 ) -> tuple[list[threading.Thread], list[str], list[BaseException]]:
+    """`n` SDK streams in threads, returned once the fake has seen every one of them arrive:
+    (threads, texts of those that completed, errors of those that failed)."""
+    texts: list[str] = []
+    failures: list[BaseException] = []
+
+    def one() -> None:
         try:
-            return [r.request_id for r in await store.records(None, None, limit=1000)]
-        finally:
-            await store.close()
-    return asyncio.run(read())
+            texts.append(streamed_text(client(gw)))
+        except BaseException as err:  # every failure counts, whatever it is
+            failures.append(err)
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(fake.requests) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return threads, texts, failures
 
 
 def test_reload_under_streaming_load_fails_nothing_and_new_routes_take_effect(
@@ -169,20 +177,7 @@ def test_sigterm_drains_fifty_open_streams_and_flushes_their_usage(
     a, b = pair
     a.behavior.chunk_delay = 0.1  # each stream lasts ~1 s
     gw = Gateway(tmp_path, config(a, b), GATEWAY_ENV).start()
-    texts: list[str] = []
-    failures: list[BaseException] = []
-
-    def one() -> None:
-        try:
-            texts.append(streamed_text(client(gw)))
-        except BaseException as err:
-            failures.append(err)
-    threads = [threading.Thread(target=one) for _ in range(50)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 10
-    while len(a.requests) < 50 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    threads, texts, failures = open_streams(gw, a, 50)
     assert gw.proc is not None
     os.kill(gw.proc.pid, signal.SIGTERM)
     time.sleep(0.1)
@@ -197,7 +192,7 @@ def test_sigterm_drains_fifty_open_streams_and_flushes_their_usage(
     assert gw.proc.wait(20) == 0
     assert not failures, failures[:3]
     assert len(texts) == 50 and all(t == "echo: " + HELLO[0]["content"] for t in texts)
-    assert len(stored_ids(gw.data_dir)) == 51  # the 50 streams and the refused request
+    assert len(stored_request_ids(gw.data_dir)) == 51  # the 50 streams and the refused request
 
 
 def test_streams_past_the_drain_time_end_with_the_dialects_error_event(
@@ -206,19 +201,7 @@ def test_streams_past_the_drain_time_end_with_the_dialects_error_event(
     a.behavior.chunk_delay = 1.0  # ~8 s a stream, past a 1 s drain
     gw = Gateway(tmp_path, config(a, b).replace("drain_timeout: 10s", "drain_timeout: 1s"),
                  GATEWAY_ENV).start()
-    errors: list[BaseException] = []
-
-    def one() -> None:
-        try:
-            streamed_text(client(gw))
-        except BaseException as err:
-            errors.append(err)
-    threads = [threading.Thread(target=one) for _ in range(3)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 10
-    while len(a.requests) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    threads, _, errors = open_streams(gw, a, 3)
     time.sleep(0.3)
     assert gw.proc is not None
     started = time.monotonic()
@@ -229,7 +212,7 @@ def test_streams_past_the_drain_time_end_with_the_dialects_error_event(
     assert time.monotonic() - started < 5
     assert len(errors) == 3
     assert all(isinstance(e, openai.APIError) and "shutting down" in str(e) for e in errors)
-    records = stored_ids(gw.data_dir)
+    records = stored_request_ids(gw.data_dir)
     assert len(records) == 3
 
 

@@ -22,7 +22,7 @@ import pytest
 from proxy.store import open_store
 from tests.e2e.conftest import ADMIN_KEY, GATEWAY_ENV, GATEWAY_KEY
 from tests.fakes.openai_provider import FakeOpenAI
-from tests.harness import Gateway
+from tests.harness import Gateway, stored_request_ids
 from tests.services.postgres import PostgresServer
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -136,14 +136,7 @@ def test_sigterm_under_load_loses_no_record(tmp_path: Path, upstream: FakeOpenAI
     assert gw.proc.wait(15) == 0
     assert answered, "no request was answered before the gateway stopped"
 
-    async def stored() -> set[str]:
-        store = open_store("sqlite", gw.data_dir)
-        await store.open()
-        try:
-            return {r.request_id for r in await store.records(None, None, limit=1000)}
-        finally:
-            await store.close()
-    ids = asyncio.run(stored())
+    ids = set(stored_request_ids(gw.data_dir))
     assert set(answered) <= ids, "an answered request has no usage record"
     assert len(ids) == 30 - len([f for f in failed if f not in ids])
 
@@ -188,14 +181,7 @@ def test_a_hard_kill_loses_at_most_the_last_flush_interval(tmp_path: Path,
     killed_at = time.monotonic()
     gw.proc.wait(10)
 
-    async def stored() -> set[str]:
-        store = open_store("sqlite", gw.data_dir)
-        await store.open()
-        try:
-            return {r.request_id for r in await store.records(None, None, limit=1000)}
-        finally:
-            await store.close()
-    ids = asyncio.run(stored())
+    ids = set(stored_request_ids(gw.data_dir))
     lost = [(at, rid) for at, rid in answered if rid not in ids]
     # The writer wakes every 50 ms and a batch takes a few ms: allow two intervals of slack.
     assert all(killed_at - at < 0.1 for at, _ in lost), \
