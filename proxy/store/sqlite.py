@@ -28,6 +28,11 @@ _Row = tuple[Any, ...]  # sqlite3's rows: the column types are the schema's
 
 # How long a write waits for another process's transaction before "database is locked".
 BUSY_TIMEOUT = 5.0
+# Rows inserted between two yields to the event loop (~1 ms), the longest a busy lock may
+# hold a write up on the loop's thread, and how many rows go by between checkpoints.
+_WRITE_SLICE = 100
+_WRITE_BUSY_TIMEOUT = 0.05
+_CHECKPOINT_EVERY = 5000
 # A page of `records()` at most: the admin API pages further with `before`.
 MAX_PAGE = 1000
 
@@ -122,7 +127,12 @@ class SqliteStore:
         self.path = path
         self.busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
-        self._db: sqlite3.Connection | None = None  # used on the worker thread only
+        self._db: sqlite3.Connection | None = None  # reads and checkpoints: the worker thread
+        # Writes: the event loop's own thread, in slices. Handing each batch to a thread cost
+        # twice the CPU of the insert itself (measured: 22 against 9 µs a record), the GIL
+        # passing back and forth on every row while requests run.
+        self._writer: sqlite3.Connection | None = None
+        self._since_checkpoint = 0
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path} {'open' if self._db is not None else 'closed'}>"
@@ -133,6 +143,9 @@ class SqliteStore:
         await self._run(self._open)
 
     async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -142,8 +155,31 @@ class SqliteStore:
             executor.shutdown(wait=False)
 
     async def write(self, records: Sequence[UsageRecord]) -> None:
-        if records:
-            await self._run(partial(self._write, records))
+        if not records:
+            return
+        db = self._writer
+        if db is None or self._executor is None:
+            raise StoreError(f"SQLite {self.path}: the store is closed")
+        rows = [msgspec.structs.astuple(r) for r in records]
+        try:
+            db.execute("BEGIN")
+            try:
+                for start in range(0, len(rows), _WRITE_SLICE):
+                    if start:
+                        await asyncio.sleep(0)  # let requests run between slices
+                    db.executemany(_INSERT, rows[start:start + _WRITE_SLICE])
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"SQLite {self.path}: {exc}") from exc
+        self._since_checkpoint += len(rows)
+        if self._since_checkpoint >= _CHECKPOINT_EVERY:
+            # The write-ahead log is folded into the file off the loop (it syncs the disk).
+            self._since_checkpoint = 0
+            await self._run(self._checkpoint)
 
     async def summary(self, start: float, end: float, group_by: GroupBy,
                       key: str | None = None, model: str | None = None,
@@ -224,23 +260,22 @@ class SqliteStore:
             self._db = db
         else:
             _migrate(self._db)
+        if self._writer is None:
+            # Not blocking the loop: a lock held elsewhere fails the batch at once (it spills
+            # and is written later) instead of waiting; checkpoints are left to the worker.
+            writer = sqlite3.connect(self.path, timeout=_WRITE_BUSY_TIMEOUT,
+                                     isolation_level=None, check_same_thread=False)
+            writer.execute("PRAGMA synchronous=NORMAL")
+            writer.execute("PRAGMA wal_autocheckpoint=0")
+            self._writer = writer
 
     def _close(self) -> None:
         db, self._db = self._db, None
         if db is not None:
             db.close()
 
-    def _write(self, records: Sequence[UsageRecord]) -> None:
-        db = self._conn()
-        rows = [msgspec.structs.astuple(r) for r in records]
-        db.execute("BEGIN")
-        try:
-            db.executemany(_INSERT, rows)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+    def _checkpoint(self) -> None:
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _read(self, sql: str, args: list[object]) -> list[_Row]:
         rows: list[_Row] = self._conn().execute(sql, args).fetchall()
