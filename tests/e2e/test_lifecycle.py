@@ -246,3 +246,20 @@ def test_notify_protocol_ready_reloading_stopping_and_watchdog(
     finally:
         gw.stop()
         sock.close()
+
+
+def test_a_changed_config_file_is_reloaded_when_watched(
+        tmp_path: Path, pair: tuple[FakeOpenAI, FakeOpenAI]) -> None:
+    a, b = pair
+    gw = Gateway(tmp_path, config(a, b, server=", watch_config: true"), GATEWAY_ENV).start()
+    path = next(tmp_path.glob("config-*.yaml"))
+    try:
+        path.write_text(config(a, b, server=", watch_config: true",
+                               extra="  m2: {targets: [{provider: pb, model: x}]}\n"))
+        deadline = time.monotonic() + 10
+        while '"trigger":"file changed"' not in gw.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client(gw).chat.completions.create(model="m2", messages=HELLO)  # type: ignore[arg-type]
+        assert b.requests
+    finally:
+        gw.stop()
