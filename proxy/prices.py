@@ -176,6 +176,9 @@ def _find(table: Mapping[str, Price], model: str) -> Price | None:
     return None
 
 
+_FREE = Price(0.0, 0.0)
+
+
 def lookup(kind: str, model: str) -> Price | None:
     """The built-in price of `model` as served by a provider of `kind`, or None if unknown.
 
@@ -183,6 +186,8 @@ def lookup(kind: str, model: str) -> Price | None:
     name) without the vendor. No prefix guessing: `o1-pro` is not `o1` and `gpt-5-pro` is not
     `gpt-5`, so a name the table does not list is unknown.
     """
+    if kind == "echo":
+        return _FREE  # the built-in offline demo costs nothing
     table = BUILTIN.get(kind)
     if table is not None:
         price = _find(table, model)

@@ -116,7 +116,6 @@ def test_vendor_prefix_is_stripped_within_the_kinds_own_table() -> None:
      ("gemini", "gemini-2.5-flash-preview-05-20"),
      ("deepseek", "deepseek-chat"),  # no built-in DeepSeek prices (see the module)
      ("openai-compatible", "llama3"),
-     ("echo", "echo"),
      ("no-such-kind", "gpt-4o"),
      ("openai", ""),
      ("openai", "/")],
@@ -182,3 +181,7 @@ def test_cache_write_defaults_to_the_anthropic_markup_for_anthropic_providers() 
 def test_bad_prices_name_the_field(value: object, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         parse_price(value)
+
+
+def test_the_offline_echo_model_is_free() -> None:
+    assert cost(Usage(input_tokens=10, output_tokens=5), lookup("echo", "echo")) == 0.0
