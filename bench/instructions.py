@@ -1,0 +1,142 @@
+"""Instructions per request, counted by valgrind's callgrind: a figure that does not move with
+the machine's load, for comparisons the CPU-time bench cannot resolve on a noisy host.
+
+Each lane's server runs under callgrind twice, answering `--few` and then `--many` sequential
+requests from one client; the difference of the two totals over the difference of the counts
+is the per-request cost, start-up and shutdown cancelled out. Lanes: the naive aiohttp
+pass-through (`baseline`), Sluice with usage recording off (`usage.store: none`), and Sluice
+as it ships (SQLite records, metrics, request log lines). Kernel time (writes, fsync) is not
+counted: callgrind sees user-space instructions only.
+
+Run: `python -m bench.instructions [--few 200] [--many 1200]` (about two minutes; needs
+valgrind). Network traffic stays on 127.0.0.1; every server is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from bench.procs import free_port
+
+_BODY = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
+_READY_S = 120.0
+_UPSTREAM_KEY = "sk-bench-instructions"
+
+
+def _sluice_config(upstream: int, port: int, extra: str) -> str:
+    return (f"server: {{host: 127.0.0.1, port: {port}}}\n"
+            "providers:\n"
+            f"  oai: {{kind: openai, base_url: \"http://127.0.0.1:{upstream}/v1\", "
+            "api_key: env:BENCH_UPSTREAM_KEY}\n"
+            "models:\n"
+            "  m: {targets: [{provider: oai, model: gpt-4o-mini}]}\n" + extra)
+
+
+def _lanes(upstream: int, tmp: Path) -> dict[str, tuple[list[str], dict[str, str], str]]:
+    """name -> (argv after the interpreter, environment, path to POST)."""
+    lanes = {}
+    # Under load the writer takes ~1000 records a flush; at callgrind's pace a 200 ms flush
+    # would take a few, and charge each a whole commit. One flush at the end is the loaded case.
+    lanes_extra = (("sluice, usage off", "usage: {store: none}\n"),
+                   ("sluice", "usage: {flush_interval: 10m, batch_max: 2000}\n"))
+    for name, extra in lanes_extra:
+        config = tmp / f"{name.replace(' ', '_').replace(',', '')}.yaml"
+        config.write_text(_sluice_config(upstream, 0, extra))
+        lanes[name] = (["-m", "proxy", "serve", "--config", str(config), "--port", "{port}"],
+                       {"BENCH_UPSTREAM_KEY": _UPSTREAM_KEY,
+                        "SLUICE_DATA_DIR": str(tmp / f"{config.stem}.data")},
+                       "/v1/chat/completions")
+    lanes["baseline"] = (["-m", "bench.baseline_proxy", "--port", "{port}", "--upstream",
+                          f"http://127.0.0.1:{upstream}"], {}, "/v1/chat/completions")
+    return lanes
+
+
+def _count(name: str, argv: list[str], env: dict[str, str], path: str, requests: int,
+           tmp: Path) -> int:
+    port = free_port()
+    out = tmp / f"callgrind-{name.replace(' ', '_').replace(',', '')}-{requests}.out"
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+           *(a.replace("{port}", str(port)) for a in argv)]
+    log = (tmp / f"{out.stem}.log").open("w")
+    proc = subprocess.Popen(cmd, env={**os.environ, **env, "PYTHONHASHSEED": "0"},
+                            stdout=log, stderr=subprocess.STDOUT,
+                            cwd=Path(__file__).resolve().parent.parent)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + _READY_S
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while True:
+                try:
+                    client.post(path, json=_BODY)
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError(f"{name} did not start; see {log.name}") from None
+                    time.sleep(0.5)
+            for _ in range(requests - 1):
+                if client.post(path, json=_BODY).status_code != 200:
+                    raise RuntimeError(f"{name}: a request failed; see {log.name}")
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(_READY_S)
+        log.close()
+    total = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
+    if total is None:
+        raise RuntimeError(f"no callgrind total in {out}")
+    return int(total.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--few", type=int, default=200)
+    p.add_argument("--many", type=int, default=1200)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="sluice-instr-") as tmpdir:
+        tmp = Path(tmpdir)
+        up_port = free_port()
+        upstream = subprocess.Popen([sys.executable, "-m", "bench.upstream", "--port",
+                                     str(up_port)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL,
+                                    cwd=Path(__file__).resolve().parent.parent)
+        try:
+            # Compiled bytecode first, so that no run pays for writing .pyc files.
+            subprocess.run([sys.executable, "-c", "import proxy.lifecycle, proxy.store.sqlite, "
+                            "bench.baseline_proxy"], check=True,
+                           cwd=Path(__file__).resolve().parent.parent)
+            time.sleep(1.0)
+            lanes = _lanes(up_port, tmp)
+            jobs = [(name, n) for name in lanes for n in (args.few, args.many)]
+            with ThreadPoolExecutor(max_workers=2) as pool:  # callgrind is single-threaded
+                totals = dict(zip(jobs, pool.map(
+                    lambda job: _count(job[0], *lanes[job[0]], job[1], tmp), jobs),
+                    strict=True))
+        finally:
+            upstream.terminate()
+            upstream.wait(10)
+    per = {name: (totals[(name, args.many)] - totals[(name, args.few)]) / (args.many - args.few)
+           for name in lanes}
+    base = per["baseline"]
+    print(f"Instructions per non-stream request (callgrind, {args.many} - {args.few} "
+          "sequential requests; user space only)")
+    print(f"{'lane':20s} {'instructions':>14s} {'vs baseline':>12s}")
+    for name, value in per.items():
+        print(f"{name:20s} {value:14,.0f} {value / base:11.2f}x")
+    off, on = per["sluice, usage off"], per["sluice"]
+    print(f"usage recording on vs off: {on / off:.3f}x ({on - off:,.0f} instructions a request)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
