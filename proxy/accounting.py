@@ -40,11 +40,11 @@ def _operation_of(path: str) -> str:
 
 def record_of(request: web.Request, rt: Runtime, status: int, error: str | None, ts: float,
               started: float, ended: float) -> UsageRecord:
-    caller: GatewayKey | None = request.get(CALLER)
-    call: Call | None = request.get(CALL)
     ex: Exchange | None = request.get(EXCHANGE)
+    call: Call | None = request.get(CALL)
     latency = ended - started
     if ex is None:
+        caller: GatewayKey | None = request.get(CALLER)
         hit: CachedAnswer | None = request.get(CACHE_HIT)  # a hit makes no Exchange
         if hit is not None and caller is not None and call is not None:
             return _hit_record(request, hit, caller, call, status, error, ts, latency)
@@ -64,16 +64,14 @@ def record_of(request: web.Request, rt: Runtime, status: int, error: str | None,
         cost = rt.cost(provider, ex.target, ex.upstream_model, usage)
     ttft = (ex.first_byte - started) * 1000 if ex.first_byte is not None else None
     overhead = max(latency - ex.upstream_wait - ex.body_wait, 0.0)
+    # Positional, in the record's field order: a fifth of the cost of keywords, once a request.
     return UsageRecord(
-        ts=ts, request_id=ex.request_id, key=ex.caller.name, dialect=call.dialect,
-        operation=call.operation, model=ex.requested_model,
-        provider=provider.name if provider else None, credential=ex.credential,
-        upstream_model=ex.upstream_model if provider else None, status=status,
-        outcome=_outcome(status, ex.outcome), error=error, attempts=ex.attempts,
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens,
-        estimated=ex.estimated, cost_usd=cost, latency_ms=latency * 1000, ttft_ms=ttft,
-        overhead_ms=overhead * 1000, stream=call.stream)
+        ts, ex.request_id, ex.caller.name, call.dialect, call.operation, ex.requested_model,
+        provider.name if provider else None, ex.credential,
+        ex.upstream_model if provider else None, status, _outcome(status, ex.outcome), error,
+        ex.attempts, usage.input_tokens, usage.output_tokens, usage.cached_tokens,
+        usage.reasoning_tokens, ex.estimated, cost, latency * 1000, ttft, overhead * 1000,
+        call.stream)
 
 
 def _hit_record(request: web.Request, hit: CachedAnswer, caller: GatewayKey, call: Call,

@@ -89,7 +89,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = _request_id(request)
     request["rid"] = rid
     if not metered(request):
-        return await _answer(request, handler, rid)
+        return (await _answer(request, handler, rid))[0]
     state = request.app[STATE]
     if state.draining:
         handler = _refuse
@@ -102,8 +102,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     status: int = 499
     error: str | None = "client_closed"  # unless the handler returns or raises below
     try:
-        resp = await _answer(request, handler, rid)
-        status, error = resp.status, request.get(_ERROR_CODE)
+        resp, error = await _answer(request, handler, rid)
+        status = resp.status
         return resp
     finally:
         state.in_flight -= 1
@@ -113,15 +113,14 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             state.recorder.add(rec, bodies_of(request) if rt.settings.log.bodies else None)
 
 
-_ERROR_CODE = "sluice_error_code"
-
-
 async def _refuse(request: web.Request) -> web.StreamResponse:
     raise ShuttingDown("The gateway is shutting down and takes no new requests; retry shortly.",
                        headers={"Retry-After": "1", "Connection": "close"})
 
 
-async def _answer(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
+async def _answer(request: web.Request, handler: Handler, rid: str
+                  ) -> tuple[web.StreamResponse, str | None]:
+    """The handler's answer, or the error's in the caller's dialect, and the error's code."""
     try:
         resp = await handler(request)
     except SluiceError as err:
@@ -135,12 +134,11 @@ async def _answer(request: web.Request, handler: Handler, rid: str) -> web.Strea
                                             f"request id {rid}."), rid)
     if not resp.prepared:
         resp.headers["x-request-id"] = rid
-    return resp
+    return resp, None
 
 
-def _failed(request: web.Request, err: SluiceError, rid: str) -> web.Response:
-    request[_ERROR_CODE] = err.code or err.type
-    return error_response(err, rid, dialect_of(request))
+def _failed(request: web.Request, err: SluiceError, rid: str) -> tuple[web.Response, str]:
+    return error_response(err, rid, dialect_of(request)), err.code or err.type
 
 
 def _routes(app: web.Application) -> None:
