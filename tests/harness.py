@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -55,6 +56,19 @@ def free_port() -> int:
 def closed_port() -> int:
     """A loopback port with nothing listening (connection refused)."""
     return free_port()
+
+
+def stop_process(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM,
+                 timeout: float = STOP_TIMEOUT) -> None:
+    """Stop a process the tests started, by its PID: `sig`, then SIGKILL if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
 
 def stored_request_ids(data_dir: Path, store: str = "sqlite") -> list[str]:

@@ -29,6 +29,7 @@ from proxy.store import redact_url
 from proxy.upstream import Timeouts, UpstreamPool
 from proxy.upstream.proxies import ProxyRotation, _reply_failure, parse_proxy_url
 from tests.harness import closed_port
+from tests.net.raw_server import RawServer
 from tests.services.proxy_servers import (
     DANTE_FROM,
     PROXY_PASSWORD,
@@ -48,19 +49,15 @@ VIA_DANTE = DANTE_FROM.encode()
 Handler = Callable[["Listener", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-class Listener:
+class Listener(RawServer["Listener"]):
     """A loopback server; `handler` runs once per accepted connection."""
 
     def __init__(self, handler: Handler, ssl_context: ssl.SSLContext | None = None,
                  host: str = "127.0.0.1") -> None:
-        self.handler = handler
-        self.ssl_context = ssl_context
+        super().__init__(handler, ssl_context)
         self.host = host  # the name in `url` (the certificate holds 127.0.0.1 and localhost)
-        self.connections = 0
         self.heads: list[bytes] = []  # request heads an upstream received
         self.received = bytearray()  # what a relay got from its clients
-        self.port = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     def url_for(self, scheme: str) -> str:
         return f"{scheme}://{self.host}:{self.port}"
@@ -68,36 +65,6 @@ class Listener:
     @property
     def url(self) -> str:
         return self.url_for("https" if self.ssl_context else "http")
-
-    async def __aenter__(self) -> Listener:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0,
-                                                  ssl=self.ssl_context)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self.handler(self, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass  # the client went away
-        except asyncio.CancelledError:
-            pass  # the test is over
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-            with suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1)
 
 
 def answer_peer(close: bool = False) -> Handler:

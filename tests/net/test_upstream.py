@@ -34,6 +34,7 @@ from proxy.errors import (
 )
 from proxy.upstream import PoolLimits, Timeouts, UpstreamPool
 from proxy.upstream.connection import _HIGH_WATER
+from tests.net.raw_server import RawServer
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -43,53 +44,17 @@ AUTH = [(b"Authorization", SECRET)]
 Handler = Callable[["Server", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-class Server:
-    """A scripted HTTP/1.1 server; `handler` runs once per accepted connection."""
+class Server(RawServer["Server"]):
+    """The upstream a test scripts, byte for byte."""
 
     def __init__(self, handler: Handler, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.handler = handler
-        self.ssl_context = ssl_context
-        self.connections = 0
+        super().__init__(handler, ssl_context)
         self.requests: list[bytes] = []  # request heads, in arrival order
-        self.eof = asyncio.Event()  # set when a handler saw the client close or reset
-        self.port = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def url(self) -> str:
         scheme = "https" if self.ssl_context else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> Server:
-        self._server = await asyncio.start_server(
-            self._serve, "127.0.0.1", 0, ssl=self.ssl_context
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self.handler(self, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            self.eof.set()
-        except asyncio.CancelledError:
-            pass  # the test is over
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-            with suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1)
 
     async def read_request(self, reader: asyncio.StreamReader) -> bytes:
         """One request, head and Content-Length body; returns the head."""

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness import free_port
+from tests.harness import free_port, stop_process
 
 __all__ = ["DATABASE", "PostgresNotInstalled", "PostgresServer", "find_bin_dir"]
 
@@ -107,17 +107,10 @@ class PostgresServer:
     def stop(self) -> None:
         """Stop the server by its PID; its data stays for the next `start()`."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
         # SIGINT is PostgreSQL's fast shutdown, which ends open sessions; SIGTERM (smart
         # shutdown) would wait for every client, a test's pool included, to leave first.
         # Popen(user=) rather than `runuser`: runuser does not pass SIGINT on to its child.
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
+        stop_process(proc, signal.SIGINT, STOP_TIMEOUT)
 
     def close(self) -> None:
         self.stop()

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests.harness import free_port
+from tests.harness import free_port, stop_process
 
 __all__ = ["DANTE_FROM", "PROXY_PASSWORD", "PROXY_USER", "TINYPROXY_FROM", "Dante",
            "ProxyNotInstalled", "ProxyServer", "TinyProxy", "serve"]
@@ -105,14 +105,7 @@ class ProxyServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
+        stop_process(proc, timeout=STOP_TIMEOUT)
 
     def close(self) -> None:
         self.stop()
