@@ -1,4 +1,4 @@
-"""The request pipeline every caller dialect shares, plus health and ping.
+"""The request pipeline every caller dialect shares, plus the root and ping answers.
 
 A dialect's endpoint authenticates, reads the body under its bound, builds a `Call` from the
 envelope alone and hands it to `serve_call`, which routes it, dispatches it and answers either
@@ -55,7 +55,6 @@ __all__ = [
     "check_object",
     "dialect_of",
     "envelope_of",
-    "health",
     "ping",
     "read_body",
     "root",
@@ -70,7 +69,7 @@ ANSWER_BODY = "sluice_answer_body"  # kept only with `log.bodies: true`
 CACHE_HIT = "sluice_cache_hit"  # the CachedAnswer a request was answered with
 
 
-def rt_logs_bodies(request: web.Request) -> bool:
+def _logs_bodies(request: web.Request) -> bool:
     return request.app[STATE].runtime.settings.log.bodies
 
 _ENCODE = msgspec.json.Encoder()
@@ -219,7 +218,7 @@ def _answer_hit(request: web.Request, call: Call, hit: CachedAnswer,
         headers["Cache-Control"] = "no-cache"
     if rule is not None:
         headers["x-sluice-route"] = rule
-    if rt_logs_bodies(request):
+    if _logs_bodies(request):
         request[ANSWER_BODY] = hit.body
     return web.Response(body=hit.body, headers=headers)
 
@@ -277,19 +276,12 @@ async def _answer_same_dialect(request: web.Request, ex: Exchange, call: Call,
     finally:
         answer.close()
     ex.body_wait += time.monotonic() - read_at
-    if rt_logs_bodies(request):
+    if _logs_bodies(request):
         request[ANSWER_BODY] = data
     ex.usage = body_usage(call.dialect, data)
     if keep is not None:
         keep.add(data)
     return web.Response(body=data, status=answer.status, headers=headers)
-
-
-async def health(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    body = {"status": "ok", "version": VERSION,
-            "uptime_s": round(time.time() - state.started_at, 3)}
-    return web.Response(body=_ENCODE.encode(body), headers=JSON_HEADERS)
 
 
 async def root(request: web.Request) -> web.Response:
