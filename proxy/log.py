@@ -36,16 +36,16 @@ class _Redactor:
 
     def __init__(self) -> None:
         self._secrets: re.Pattern[str] | None = None
-        self._words: list[str] = []
+        self._encoded: list[bytes] = []
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
         # Longest first, so a secret that contains another is masked whole.
         words = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
         self._secrets = re.compile("|".join(map(re.escape, words))) if words else None
-        self._words = words
+        self._encoded = [w.encode() for w in words]
 
-    def has_secret(self, text: str) -> bool:
-        return self._secrets is not None and any(w in text for w in self._words)
+    def has_secret(self, data: bytes | bytearray) -> bool:
+        return self._secrets is not None and any(w in data for w in self._encoded)
 
     def __call__(self, text: str) -> str:
         if self._secrets is not None:
@@ -101,23 +101,35 @@ def request_lines(records: Sequence[UsageRecord],
     prompt and completion of the requests it holds (`log.bodies: true`)."""
     if not logger.isEnabledFor(logging.INFO):
         return
-    lines = []
+    out = bytearray()
     for rec in records:
-        line = _REQUEST_HEAD + _ENCODE(rec)[1:]
         if bodies and rec.request_id in bodies:
             # Prompts may hold anything, credentials included: these lines get the full mask.
-            extra = orjson.dumps(bodies[rec.request_id])
-            line = redact(line[:-1].decode() + "," + extra[1:].decode()).encode()
-        lines.append(line)
-    text = b"\n".join(lines).decode()
+            line = _REQUEST_HEAD + _ENCODER.encode(rec)[1:-1] + b","
+            line += orjson.dumps(bodies[rec.request_id])[1:]
+            out += redact(line.decode()).encode() + b"\n"
+            continue
+        # The record's JSON object is encoded straight after the line's head, over the head's
+        # last comma, which is then put back: no intermediate bytes per line.
+        comma = len(out) + len(_REQUEST_HEAD) - 1
+        out += _REQUEST_HEAD
+        _ENCODER.encode_into(rec, out, comma)
+        out[comma] = 0x2C  # ","
+        out += b"\n"
     # A record holds names, labels and counts, never a header or a body, so only a configured
     # secret could turn up (a caller who put one in a model name); the credential-pattern scan,
     # ~30 µs a line, is kept for lines with bodies and for lifecycle events.
-    if redact.has_secret(text):
-        text = redact(text)
-    _stream.write(text + "\n")
-    _stream.flush()
+    if redact.has_secret(out):
+        out = bytearray(redact(out.decode()).encode())
+    buffer = getattr(_stream, "buffer", None)
+    if buffer is not None:
+        _stream.flush()
+        buffer.write(out)
+        buffer.flush()
+    else:
+        _stream.write(out.decode())
+        _stream.flush()
 
 
-_ENCODE = msgspec.json.Encoder().encode
+_ENCODER = msgspec.json.Encoder()
 _REQUEST_HEAD = b'{"level":"info","event":"request",'
