@@ -262,12 +262,12 @@ class Runtime:
              usage: Usage) -> float | None:
         """USD of a request by the target's configured price, else the built-in table's;
         None when neither knows the model."""
-        key = (target, model) if target is not None and target.price is not None \
-            else (pr.provider.spec.kind, model)
+        if target is not None and target.price is not None:
+            return prices.cost(usage, target.price)  # configured: nothing to look up
+        key = (pr.provider.spec.kind, model)
         price = self._prices.get(key, _UNKNOWN)
         if price is _UNKNOWN:
-            price = target.price if target is not None and target.price is not None \
-                else prices.lookup(pr.provider.spec.kind, model)
+            price = prices.lookup(pr.provider.spec.kind, model)
             if len(self._prices) >= _CANDIDATE_CACHE_MAX:
                 self._prices.clear()
             self._prices[key] = price
