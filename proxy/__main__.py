@@ -17,10 +17,10 @@ import uvloop
 from proxy.config import ConfigError, Settings, default_settings, load_settings
 from proxy.errors import BadRequest
 from proxy.lifecycle import check_listen_address, serve
-from proxy.log import configure
+from proxy.log import configure, redact_url
 from proxy.management import parse_time, usage_table
 from proxy.runtime import VERSION
-from proxy.store import StoreError, open_store, redact_url
+from proxy.store import StoreError, open_store
 
 __all__ = ["main"]
 

@@ -84,6 +84,15 @@ class Exchange:
         self.estimated = False  # `usage` was counted by the gateway, not reported upstream
         self.outcome = "ok"  # ok | cut (upstream broke the stream) | client_closed
 
+    async def read_whole(self, answer: UpstreamAnswer) -> bytes:
+        """A non-streamed answer's body, closed after; the time reading it is upstream time."""
+        reading = time.monotonic()
+        try:
+            return await answer.read()
+        finally:
+            answer.close()
+            self.body_wait += time.monotonic() - reading
+
     def __repr__(self) -> str:
         where = self.provider.name if self.provider else None
         return (f"<Exchange {self.request_id} model={self.requested_model!r} provider={where}"

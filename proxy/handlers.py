@@ -1,4 +1,4 @@
-"""The request pipeline every caller dialect shares, plus the root and ping answers.
+"""The request pipeline every caller dialect shares, plus health, root and ping.
 
 A dialect's endpoint authenticates, reads the body under its bound, builds a `Call` from the
 envelope alone and hands it to `serve_call`, which routes it, dispatches it and answers either
@@ -55,6 +55,7 @@ __all__ = [
     "check_object",
     "dialect_of",
     "envelope_of",
+    "health",
     "ping",
     "read_body",
     "root",
@@ -270,18 +271,23 @@ async def _answer_same_dialect(request: web.Request, ex: Exchange, call: Call,
         if sse or call.dialect == "gemini":  # Gemini without ?alt=sse: a streamed JSON array
             return await pipe_stream(request, answer, headers, call.dialect,
                                      stream_tap(ex, call), keep)
-    read_at = time.monotonic()
-    try:
-        data = await answer.read()
-    finally:
-        answer.close()
-    ex.body_wait += time.monotonic() - read_at
+    data = await ex.read_whole(answer)
     if _logs_bodies(request):
         request[ANSWER_BODY] = data
     ex.usage = body_usage(call.dialect, data)
     if keep is not None:
         keep.add(data)
     return web.Response(body=data, status=answer.status, headers=headers)
+
+
+async def health(request: web.Request) -> web.Response:
+    """`GET /health`: 200 `ok`, or 503 `draining` once a shutdown began (load balancers take
+    the gateway out of rotation while its last requests finish)."""
+    state = request.app[STATE]
+    body = {"status": "draining" if state.draining else "ok", "version": VERSION,
+            "uptime_s": round(time.time() - state.started_at, 3), "in_flight": state.in_flight}
+    return web.Response(body=_ENCODE.encode(body), status=503 if state.draining else 200,
+                        headers=JSON_HEADERS)
 
 
 async def root(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import orjson
@@ -21,7 +22,8 @@ import orjson
 if TYPE_CHECKING:
     from proxy.records import UsageRecord
 
-__all__ = ["configure", "configure_level", "event", "logger", "redact", "request_lines"]
+__all__ = ["configure", "configure_level", "event", "logger", "redact", "redact_url",
+           "request_lines"]
 
 logger = logging.getLogger("sluice")
 
@@ -54,6 +56,22 @@ class _Redactor:
 
 
 redact = _Redactor()
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password, if any, replaced by `***` (stores and proxies name theirs
+    in URLs; logs, errors and views show them this way)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    # libpq also takes the password as a query parameter.
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 _stream: IO[str] = sys.stdout
 
 

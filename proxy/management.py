@@ -18,10 +18,11 @@ from aiohttp import web
 
 from proxy.config import Settings
 from proxy.errors import BadRequest, SluiceError
+from proxy.log import redact_url
 from proxy.ops import admin_runtime, json_response
 from proxy.reload import RELOADER
 from proxy.runtime import STATE, GatewayState
-from proxy.store import GroupBy, StoreError, UsageGroup, UsageStore, redact_url
+from proxy.store import GroupBy, StoreError, UsageGroup, UsageStore
 
 __all__ = ["add_routes", "parse_time", "redacted_config", "usage_table"]
 

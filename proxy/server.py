@@ -8,7 +8,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
-import msgspec
 from aiohttp import web
 
 from adapters.dialects import ADAPTERS
@@ -38,7 +37,7 @@ from proxy.handlers import dialect_of
 from proxy.ledger import Ledger, period_bounds
 from proxy.log import event
 from proxy.metrics import Metrics, Snapshot
-from proxy.runtime import STATE, VERSION, GatewayState, Runtime
+from proxy.runtime import STATE, GatewayState, Runtime
 from proxy.store import StoreError, open_store
 from proxy.usage import Recorder
 
@@ -146,25 +145,12 @@ def _routes(app: web.Application) -> None:
     gemini_api.add_routes(app)
     anthropic_api.add_routes(app)
     openai_api.add_routes(app)
-    app.router.add_get("/health", _health)
+    app.router.add_get("/health", handlers.health)
     app.router.add_get("/ping", handlers.ping)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/", handlers.root)
     ops.add_routes(app)
     management.add_routes(app)
-
-
-async def _health(request: web.Request) -> web.Response:
-    """`GET /health`: 200 `ok`, or 503 `draining` once a shutdown began (load balancers take
-    the gateway out of rotation while its last requests finish)."""
-    state = request.app[STATE]
-    body = {"status": "draining" if state.draining else "ok", "version": VERSION,
-            "uptime_s": round(time.time() - state.started_at, 3), "in_flight": state.in_flight}
-    return web.Response(body=_ENCODE.encode(body), status=503 if state.draining else 200,
-                        headers=handlers.JSON_HEADERS)
-
-
-_ENCODE = msgspec.json.Encoder()
 
 
 def build_app(settings: Settings) -> web.Application:

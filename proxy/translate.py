@@ -45,12 +45,7 @@ async def answer_translated(request: web.Request, ex: Exchange, call: Call,
     caller = ADAPTERS[call.dialect]
     if call.stream:
         return await _pipe(request, ex, call, answer, headers, keep)
-    reading = time.monotonic()
-    try:
-        body = await answer.read()
-    finally:
-        answer.close()
-        ex.body_wait += time.monotonic() - reading
+    body = await ex.read_whole(answer)
     try:
         resp = provider.to_canonical_response(body, model=ex.upstream_model)
     except (TranslationError, ValueError) as err:

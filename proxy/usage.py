@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from proxy.log import event, request_lines
+from proxy.log import event, redact_url, request_lines
 from proxy.records import COLUMNS, UsageRecord
-from proxy.store import StoreError, redact_url
+from proxy.store import StoreError
 
 if TYPE_CHECKING:
     from proxy.config.settings import UsageSettings

@@ -51,8 +51,8 @@ from proxy.config.settings import (
 )
 from proxy.cooldown import CooldownPolicy
 from proxy.limits import RateLimit
+from proxy.log import redact_url
 from proxy.prices import parse_price
-from proxy.store import redact_url
 from proxy.upstream import PoolLimits, Timeouts
 
 # --- resolution: the file's references checked and secrets looked up -----------------------

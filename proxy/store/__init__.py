@@ -8,14 +8,13 @@ usage writer spills its batch to disk on one and tries again later.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from proxy.log import redact_url
 from proxy.records import UsageRecord
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "UsageGroup",
     "UsageStore",
     "open_store",
-    "redact_url",
 ]
 
 GroupBy = Literal["key", "model", "provider", "day"]
@@ -98,21 +96,6 @@ class UsageStore(Protocol):
         """How many records are stored."""
 
     async def close(self) -> None: ...
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password, if any, replaced by `***`."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable store url>"
-    userinfo, at, host = parts.netloc.rpartition("@")
-    netloc = parts.netloc
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    # libpq also takes the password as a query parameter.
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def open_store(url: str, data_dir: Path) -> UsageStore:

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import msgspec
 
+from proxy.log import redact_url
 from proxy.records import COLUMNS, UsageRecord
 from proxy.store import (
     NO_GROUP,
@@ -25,7 +26,6 @@ from proxy.store import (
     Totals,
     TotalsBy,
     UsageGroup,
-    redact_url,
 )
 
 __all__ = ["MIGRATIONS", "PostgresStore"]

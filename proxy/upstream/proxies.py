@@ -38,8 +38,7 @@ from typing import Final, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from proxy.errors import UpstreamConnectError, UpstreamConnectTimeout
-from proxy.log import event
-from proxy.store import redact_url
+from proxy.log import event, redact_url
 
 __all__ = ["ProxyRotation", "ProxyURL", "UpstreamProxies", "parse_proxy_url"]
 

@@ -25,7 +25,7 @@ import trustme
 import uvloop
 
 from proxy.errors import UpstreamConnectError, UpstreamConnectTimeout
-from proxy.store import redact_url
+from proxy.log import redact_url
 from proxy.upstream import Timeouts, UpstreamPool
 from proxy.upstream.proxies import ProxyRotation, _reply_failure, parse_proxy_url
 from tests.harness import closed_port

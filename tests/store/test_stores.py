@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from msgspec.structs import astuple
 
+from proxy.log import redact_url
 from proxy.records import COLUMNS, UsageRecord
 from proxy.store import (
     StoreError,
@@ -22,7 +23,6 @@ from proxy.store import (
     UsageGroup,
     UsageStore,
     open_store,
-    redact_url,
 )
 from proxy.store import postgres as pg_store
 from proxy.store import sqlite as sqlite_store
