@@ -13,8 +13,9 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -30,7 +31,11 @@ _Row = tuple[Any, ...]  # sqlite3's rows: the column types are the schema's
 BUSY_TIMEOUT = 5.0
 # Rows inserted between two yields to the event loop (~1 ms), the longest a busy lock may
 # hold a write up on the loop's thread, and how many rows go by between checkpoints.
-_WRITE_SLICE = 100
+_WRITE_SLICE = 120
+# Rows per INSERT statement. One statement step opens the table and its three indexes once for
+# all its rows: 40 rows a step cost 31k instructions a record against 41k for one (measured
+# with callgrind, SQLite 3.40); its 960 parameters fit even the 999 of SQLite before 3.32.
+_ROWS_PER_INSERT = 40
 _WRITE_BUSY_TIMEOUT = 0.05
 _CHECKPOINT_EVERY = 5000
 # A page of `records()` at most: the admin API pages further with `before`.
@@ -76,8 +81,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 _COLS = ", ".join(COLUMNS)
-_INSERT = (f"INSERT OR IGNORE INTO usage_records ({_COLS}) "
-           f"VALUES ({', '.join('?' for _ in COLUMNS)})")
+_ROW = f"({', '.join('?' for _ in COLUMNS)})"
+_INSERT = f"INSERT OR IGNORE INTO usage_records ({_COLS}) VALUES {_ROW}"
+_INSERT_MANY = (f"INSERT OR IGNORE INTO usage_records ({_COLS}) "
+                f"VALUES {', '.join([_ROW] * _ROWS_PER_INSERT)}")
+# sqlite3 binds exact ints, floats and strs directly; anything else, None and bool included,
+# first goes through its adapter lookup, which raises and catches two AttributeErrors when the
+# type has no adapter: ~3.3k instructions a value, against ~1.3k with one registered. These two
+# bind exactly what sqlite3 binds without them (bool as an integer, None as NULL); they are
+# process-wide, and this store is the gateway's only user of sqlite3.
+sqlite3.register_adapter(bool, int)
+sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))  # C, returns None
 _GROUPS: dict[str, str] = {
     "key": f"coalesce(key, '{NO_GROUP}')",
     "model": f"coalesce(model, '{NO_GROUP}')",
@@ -160,14 +174,13 @@ class SqliteStore:
         db = self._writer
         if db is None or self._executor is None:
             raise StoreError(f"SQLite {self.path}: the store is closed")
-        rows = [msgspec.structs.astuple(r) for r in records]
         try:
             db.execute("BEGIN")
             try:
-                for start in range(0, len(rows), _WRITE_SLICE):
+                for start in range(0, len(records), _WRITE_SLICE):
                     if start:
                         await asyncio.sleep(0)  # let requests run between slices
-                    db.executemany(_INSERT, rows[start:start + _WRITE_SLICE])
+                    _insert(db, records[start:start + _WRITE_SLICE])
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -175,7 +188,7 @@ class SqliteStore:
                 raise
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"SQLite {self.path}: {exc}") from exc
-        self._since_checkpoint += len(rows)
+        self._since_checkpoint += len(records)
         if self._since_checkpoint >= _CHECKPOINT_EVERY:
             # The write-ahead log is folded into the file off the loop (it syncs the disk).
             self._since_checkpoint = 0
@@ -290,6 +303,18 @@ class SqliteStore:
             return db.execute(first, args).fetchall(), db.execute(second, args).fetchall()
         finally:
             db.execute("COMMIT")
+
+
+def _insert(db: sqlite3.Connection, records: Sequence[UsageRecord]) -> None:
+    """Insert `records`, _ROWS_PER_INSERT to a statement, the rest one by one."""
+    whole = len(records) - len(records) % _ROWS_PER_INSERT
+    astuple = msgspec.structs.astuple
+    if whole:
+        db.executemany(_INSERT_MANY, (
+            tuple(chain.from_iterable(map(astuple, records[i:i + _ROWS_PER_INSERT])))
+            for i in range(0, whole, _ROWS_PER_INSERT)))
+    if whole < len(records):
+        db.executemany(_INSERT, map(astuple, records[whole:]))
 
 
 def _migrate(db: sqlite3.Connection) -> None:

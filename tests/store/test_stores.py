@@ -185,6 +185,21 @@ async def test_rewriting_stored_records_counts_nothing_twice(store: UsageStore) 
     assert await store.count() == len(DATA) + 1
 
 
+async def test_large_batches_store_every_record_once_field_for_field(store: UsageStore) -> None:
+    # SQLite inserts 40 rows a statement and the rest one by one: 97 is two whole statements
+    # and a remainder; the rewrite repeats records inside and across statements.
+    many = [rec(f"r{i:03}", T0 + i, estimated=i % 2 == 0, cost=None if i % 3 else 0.5,
+                status=200 if i % 5 else 502) for i in range(97)]
+    await store.write(many)
+    await store.write([*many[30:50], rec("new", T0 + 500), *many[30:50], *many[:45]])
+    assert await store.count() == 98
+    got = await store.records(None, None, limit=200)
+    want = sorted([*many, rec("new", T0 + 500)], key=lambda r: r.ts, reverse=True)
+    assert got == want
+    assert [[type(v) for v in astuple(r)] for r in got] == \
+        [[type(v) for v in astuple(r)] for r in want]
+
+
 async def test_records_come_back_field_for_field(filled: UsageStore) -> None:
     got = await filled.records(None, None)
     assert got == NEWEST_FIRST
