@@ -4,9 +4,11 @@ the machine's load, for comparisons the CPU-time bench cannot resolve on a noisy
 Each lane's server runs under callgrind twice, answering `--few` and then `--many` sequential
 requests from one client; the difference of the two totals over the difference of the counts
 is the per-request cost, start-up and shutdown cancelled out. Lanes: the naive aiohttp
-pass-through (`baseline`), Sluice with usage recording off (`usage.store: none`), and Sluice
-as it ships (SQLite records, metrics, request log lines). Kernel time (writes, fsync) is not
-counted: callgrind sees user-space instructions only.
+pass-through (`baseline`), Sluice with usage recording off (`usage.store: none`), Sluice as it
+ships (SQLite records, metrics, request log lines), and the same with the records in a private
+PostgreSQL server (tests.services.postgres; the lane is skipped when PostgreSQL is not
+installed). The PostgreSQL server's own instructions are not counted, only the gateway's.
+Kernel time (writes, fsync) is not counted: callgrind sees user-space instructions only.
 
 Run: `python -m bench.instructions [--few 200] [--many 1200]` (about two minutes; needs
 valgrind). Network traffic stays on 127.0.0.1; every server is stopped by its PID.
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -43,13 +46,17 @@ def _sluice_config(upstream: int, port: int, extra: str) -> str:
             "  m: {targets: [{provider: oai, model: gpt-4o-mini}]}\n" + extra)
 
 
-def _lanes(upstream: int, tmp: Path) -> dict[str, tuple[list[str], dict[str, str], str]]:
+def _lanes(upstream: int, tmp: Path, pg_url: str | None
+           ) -> dict[str, tuple[list[str], dict[str, str], str]]:
     """name -> (argv after the interpreter, environment, path to POST)."""
     lanes = {}
     # Under load the writer takes ~1000 records a flush; at callgrind's pace a 200 ms flush
     # would take a few, and charge each a whole commit. One flush at the end is the loaded case.
-    lanes_extra = (("sluice, usage off", "usage: {store: none}\n"),
-                   ("sluice", "usage: {flush_interval: 10m, batch_max: 2000}\n"))
+    batched = "flush_interval: 10m, batch_max: 2000"
+    lanes_extra = [("sluice, usage off", "usage: {store: none}\n"),
+                   ("sluice", f"usage: {{{batched}}}\n")]
+    if pg_url is not None:
+        lanes_extra.append(("sluice, postgresql", f"usage: {{store: \"{pg_url}\", {batched}}}\n"))
     for name, extra in lanes_extra:
         config = tmp / f"{name.replace(' ', '_').replace(',', '')}.yaml"
         config.write_text(_sluice_config(upstream, 0, extra))
@@ -60,6 +67,23 @@ def _lanes(upstream: int, tmp: Path) -> dict[str, tuple[list[str], dict[str, str
     lanes["baseline"] = (["-m", "bench.baseline_proxy", "--port", "{port}", "--upstream",
                           f"http://127.0.0.1:{upstream}"], {}, "/v1/chat/completions")
     return lanes
+
+
+def _postgres(stack: ExitStack) -> str | None:
+    """A private PostgreSQL server's URL, stopped on the way out; None when there is none."""
+    try:
+        from tests.services.postgres import PostgresNotInstalled, PostgresServer
+    except ImportError as e:
+        print(f"the postgresql lane is skipped: {e}", file=sys.stderr)
+        return None
+    try:
+        server = PostgresServer()
+    except PostgresNotInstalled as e:
+        print(f"the postgresql lane is skipped: {e}", file=sys.stderr)
+        return None
+    stack.callback(server.close)
+    server.start()
+    return server.url
 
 
 def _count(name: str, argv: list[str], env: dict[str, str], path: str, requests: int,
@@ -103,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--few", type=int, default=200)
     p.add_argument("--many", type=int, default=1200)
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="sluice-instr-") as tmpdir:
+    with tempfile.TemporaryDirectory(prefix="sluice-instr-") as tmpdir, ExitStack() as stack:
         tmp = Path(tmpdir)
         up_port = free_port()
         upstream = subprocess.Popen([sys.executable, "-m", "bench.upstream", "--port",
@@ -116,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                             "bench.baseline_proxy"], check=True,
                            cwd=Path(__file__).resolve().parent.parent)
             time.sleep(1.0)
-            lanes = _lanes(up_port, tmp)
+            lanes = _lanes(up_port, tmp, _postgres(stack))
             jobs = [(name, n) for name in lanes for n in (args.few, args.many)]
             with ThreadPoolExecutor(max_workers=2) as pool:  # callgrind is single-threaded
                 totals = dict(zip(jobs, pool.map(
@@ -133,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'lane':20s} {'instructions':>14s} {'vs baseline':>12s}")
     for name, value in per.items():
         print(f"{name:20s} {value:14,.0f} {value / base:11.2f}x")
-    off, on = per["sluice, usage off"], per["sluice"]
-    print(f"usage recording on vs off: {on / off:.3f}x ({on - off:,.0f} instructions a request)")
+    off = per["sluice, usage off"]
+    for name in ("sluice", "sluice, postgresql"):
+        if name in per:
+            print(f"usage recording on vs off ({name}): {per[name] / off:.3f}x "
+                  f"({per[name] - off:,.0f} instructions a request)")
     return 0
 
 
