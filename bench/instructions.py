@@ -7,7 +7,8 @@ is the per-request cost, start-up and shutdown cancelled out. Lanes: the naive a
 pass-through (`baseline`), Sluice with usage recording off (`usage.store: none`), Sluice as it
 ships (SQLite records, metrics, request log lines), and the same with the records in a private
 PostgreSQL server (tests.services.postgres; the lane is skipped when PostgreSQL is not
-installed). The PostgreSQL server's own instructions are not counted, only the gateway's.
+installed). Each lane's figure is its server process's own; the instructions of its children
+(the SQLite writer process) are counted beside, and the PostgreSQL server's not at all.
 Kernel time (writes, fsync) is not counted: callgrind sees user-space instructions only.
 
 Run: `python -m bench.instructions [--few 200] [--many 1200]` (about two minutes; needs
@@ -87,12 +88,14 @@ def _postgres(stack: ExitStack) -> str | None:
 
 
 def _count(name: str, argv: list[str], env: dict[str, str], path: str, requests: int,
-           tmp: Path) -> int:
+           tmp: Path) -> tuple[int, int]:
+    """The instructions of the server's process, and of its children (the SQLite writer)."""
     port = free_port()
-    out = tmp / f"callgrind-{name.replace(' ', '_').replace(',', '')}-{requests}.out"
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+    stem = f"callgrind-{name.replace(' ', '_').replace(',', '')}-{requests}"
+    cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
+           f"--callgrind-out-file={tmp / stem}.%p.out", sys.executable,
            *(a.replace("{port}", str(port)) for a in argv)]
-    log = (tmp / f"{out.stem}.log").open("w")
+    log = (tmp / f"{stem}.log").open("w")
     proc = subprocess.Popen(cmd, env={**os.environ, **env, "PYTHONHASHSEED": "0"},
                             stdout=log, stderr=subprocess.STDOUT,
                             cwd=Path(__file__).resolve().parent.parent)
@@ -116,10 +119,18 @@ def _count(name: str, argv: list[str], env: dict[str, str], path: str, requests:
         proc.send_signal(signal.SIGTERM)
         proc.wait(_READY_S)
         log.close()
-    total = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
-    if total is None:
-        raise RuntimeError(f"no callgrind total in {out}")
-    return int(total.group(1))
+    own = children = 0
+    for out in tmp.glob(f"{stem}.*.out"):
+        total = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
+        if total is None:
+            raise RuntimeError(f"no callgrind total in {out}")
+        if out.name == f"{stem}.{proc.pid}.out":
+            own = int(total.group(1))
+        else:
+            children += int(total.group(1))
+    if not own:
+        raise RuntimeError(f"no callgrind output of {name} (PID {proc.pid}) in {tmp}")
+    return own, children
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,19 +160,27 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             upstream.terminate()
             upstream.wait(10)
-    per = {name: (totals[(name, args.many)] - totals[(name, args.few)]) / (args.many - args.few)
-           for name in lanes}
+    def per_request(name: str, which: int) -> float:
+        many, few = totals[(name, args.many)][which], totals[(name, args.few)][which]
+        return (many - few) / (args.many - args.few)
+
+    per = {name: per_request(name, 0) for name in lanes}
+    writer = {name: per_request(name, 1) for name in lanes}
     base = per["baseline"]
     print(f"Instructions per non-stream request (callgrind, {args.many} - {args.few} "
           "sequential requests; user space only)")
-    print(f"{'lane':20s} {'instructions':>14s} {'vs baseline':>12s}")
+    print(f"{'lane':20s} {'instructions':>14s} {'vs baseline':>12s} {'+ writer process':>17s}")
     for name, value in per.items():
-        print(f"{name:20s} {value:14,.0f} {value / base:11.2f}x")
+        print(f"{name:20s} {value:14,.0f} {value / base:11.2f}x {writer[name]:17,.0f}")
     off = per["sluice, usage off"]
     for name in ("sluice", "sluice, postgresql"):
         if name in per:
             print(f"usage recording on vs off ({name}): {per[name] / off:.3f}x "
                   f"({per[name] - off:,.0f} instructions a request)")
+    if writer["sluice"]:
+        total = per["sluice"] + writer["sluice"]
+        print(f"usage recording on vs off (sluice, counting its SQLite writer process too): "
+              f"{total / off:.3f}x ({total - off:,.0f} instructions a request)")
     return 0
 
 

@@ -126,6 +126,16 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
+def child_running(pid: int, script: str) -> int | None:
+    """The PID of a descendant of `pid` with an argument ending in `script`, if there is one."""
+    for p in _tree(pid)[1:]:
+        with contextlib.suppress(OSError):
+            args = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+            if any(a.endswith(script.encode()) for a in args):
+                return p
+    return None
+
+
 def _stat_fields(pid: int) -> list[str]:
     stat = Path(f"/proc/{pid}/stat").read_text()
     # Fields after the command name, which may itself hold spaces and parentheses.

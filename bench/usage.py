@@ -31,7 +31,7 @@ import uvloop
 
 from bench.client import check
 from bench.phases import Lane, Plan, load_phase
-from bench.procs import cpu_seconds
+from bench.procs import child_running, cpu_seconds
 from bench.report import Cell
 from bench.targets import UPSTREAM_KEY_REF, Target, start_gateway, start_upstream
 from bench.upstream import CHUNKS
@@ -39,6 +39,7 @@ from bench.usage_report import OFF, POSTGRES, SQLITE, StoreCapacity, StoreLoad, 
 from bench.workloads import MODEL, WORKLOADS, Workload
 from proxy.records import UsageRecord
 from proxy.store import UsageStore, open_store
+from proxy.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from bench.procs import Proc
@@ -98,8 +99,9 @@ def _counters(port: int) -> dict[str, float]:
 
 @dataclass
 class _Watch:
-    """One gateway's /metrics over a workload's rounds; `server` is the PostgreSQL server's PID
-    when its CPU is to be read too."""
+    """One gateway's /metrics over a workload's rounds; `server` is the PID of what writes its
+    records, when its CPU is to be read too: the PostgreSQL server, or the gateway's SQLite
+    writer process (found at the first round: it starts with the warm-up's first write)."""
 
     target: Target
     server: int | None = None
@@ -114,6 +116,8 @@ class _Watch:
         """Entered before the round's CPU readings and left after them: the first entry reads
         the counters (the warm-up's records are written by then); a thread samples the queue."""
         if self.before is None:
+            if self.target.name == SQLITE and self.target.proc is not None:
+                self.server = child_running(self.target.proc.pid, _SQLITE_WRITER)
             self.before = _counters(self.target.port)
             self.server_cpu = cpu_seconds(self.server) if self.server else 0.0
         stop = threading.Event()
@@ -202,6 +206,9 @@ def _gateways(
     return live
 
 
+_SQLITE_WRITER = "/proxy/store/sqlite_writer.py"
+
+
 def _records(tag: str, n: int) -> list[UsageRecord]:
     """Records as the bench load leaves them: one model and provider, streams every other."""
     now = time.time()
@@ -219,9 +226,13 @@ def _records(tag: str, n: int) -> list[UsageRecord]:
 
 async def _write_all(store: UsageStore, records: list[UsageRecord], server: int | None
                      ) -> tuple[float, float, float]:
-    """Wall seconds, the bench process's CPU seconds, and the server's, of the writes alone."""
+    """Wall seconds, the bench process's CPU seconds, and the server's, of the writes alone
+    (a SQLite store's server is its writer process, started by a first, untimed write)."""
     await store.open()
     try:
+        if isinstance(store, SqliteStore):
+            await store.write(_records("warm-up", 1))
+            server = store.writer_pid
         server0 = cpu_seconds(server) if server else 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for i in range(0, len(records), _CAPACITY_BATCH):
@@ -243,7 +254,7 @@ def _capacity(name: str, url: str, data_dir: Path, server: int | None) -> StoreC
         seconds=round(wall, 3),
         records_per_s=round(n / wall, 0) if wall else 0.0,
         cpu_us_per_record=round(1e6 * cpu / n, 2),
-        server_cpu_us_per_record=round(1e6 * server_cpu / n, 2) if server else None,
+        server_cpu_us_per_record=round(1e6 * server_cpu / n, 2) if server_cpu else None,
     )
 
 

@@ -34,8 +34,9 @@ class StoreLoad:
     dropped: int  # must stay 0
     queue_depth_max: int  # the largest sluice_usage_queue_depth sampled during its rounds
     samples: int  # how many times /metrics was read during its rounds
-    # The PostgreSQL server's own CPU over the phase per record written; None for SQLite
-    # (its writer thread is inside the gateway, so its cost is in the gateway's CPU).
+    # CPU per record written of what writes the records: the PostgreSQL server (its own
+    # process, not in the lane's CPU), or the SQLite writer process (a child of the gateway,
+    # so its CPU is in the lane's figures too, which count the gateway's process tree).
     server_cpu_us_per_record: float | None = None
 
 
@@ -48,8 +49,9 @@ class StoreCapacity:
     batch: int
     seconds: float
     records_per_s: float
-    cpu_us_per_record: float  # the bench process, every thread (SQLite's writer thread too)
-    server_cpu_us_per_record: float | None = None  # the PostgreSQL server's
+    cpu_us_per_record: float  # the bench process (the SQLite writer process is under server)
+    # The PostgreSQL server's, or the SQLite writer process's (not in the gateway's CPU).
+    server_cpu_us_per_record: float | None = None
 
 
 @dataclass

@@ -128,6 +128,20 @@ class Gateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def sqlite_writer(self, timeout: float = 10.0) -> int:
+        """The PID of the gateway's SQLite writer process (started by its first write)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+                for pid in (task / "children").read_text().split():
+                    with contextlib.suppress(OSError):
+                        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                        if any(a.endswith(b"/proxy/store/sqlite_writer.py") for a in args):
+                            return int(pid)
+            time.sleep(0.05)
+        raise AssertionError(f"no SQLite writer process under the gateway in {timeout} s")
+
     def dropped_records(self) -> float:
         """`sluice_usage_records_dropped_total` now (0 when recording is off)."""
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=5, context=self._ssl) as resp:

@@ -1,26 +1,31 @@
 """The usage store in a SQLite file, the default: nothing to run beside the gateway.
 
-sqlite3 blocks, so every call runs on one dedicated worker thread, which also owns the
-connection (sqlite3 connections belong to the thread that made them). WAL lets readers (the
-admin API, another process) read while a batch is written; synchronous=NORMAL syncs at
-checkpoints, not at every commit: a power cut may lose the last batches, never corrupt the file.
+Batches are written by a child process (proxy.store.sqlite_writer), which keeps SQLite's
+B-tree work off the event loop's core. sqlite3 blocks, so reads run on one dedicated worker
+thread, which also owns the reading connection (sqlite3 connections belong to the thread that
+made them). WAL lets readers (the admin API, another process) read while a batch is written;
+synchronous=NORMAL syncs at checkpoints, not at every commit: a power cut may lose the last
+batches, never corrupt the file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import marshal
 import sqlite3
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import msgspec
+from msgspec.structs import astuple
 
 from proxy.records import COLUMNS, UsageRecord
-from proxy.store import NO_GROUP, GroupBy, StoreError, Totals, TotalsBy, UsageGroup
+from proxy.store import NO_GROUP, GroupBy, StoreError, Totals, TotalsBy, UsageGroup, sqlite_writer
+from proxy.store.sqlite_writer import HEADER
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -29,15 +34,9 @@ _Row = tuple[Any, ...]  # sqlite3's rows: the column types are the schema's
 
 # How long a write waits for another process's transaction before "database is locked".
 BUSY_TIMEOUT = 5.0
-# Rows inserted between two yields to the event loop (~1 ms), the longest a busy lock may
-# hold a write up on the loop's thread, and how many rows go by between checkpoints.
-_WRITE_SLICE = 120
-# Rows per INSERT statement. One statement step opens the table and its three indexes once for
-# all its rows: 40 rows a step cost 31k instructions a record against 41k for one (measured
-# with callgrind, SQLite 3.40); its 960 parameters fit even the 999 of SQLite before 3.32.
-_ROWS_PER_INSERT = 40
-_WRITE_BUSY_TIMEOUT = 0.05
-_CHECKPOINT_EVERY = 5000
+# How long the writer process may take to start, and to finish its last batch at close.
+_WRITER_START = 30.0
+_WRITER_STOP = 30.0
 # A page of `records()` at most: the admin API pages further with `before`.
 MAX_PAGE = 1000
 
@@ -80,18 +79,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
+# Isolated (-I: no PYTHON* variables, no user site) and without site-packages (-S): the
+# writer needs only the standard library.
+_WRITER = (sys.executable, "-I", "-S", str(Path(sqlite_writer.__file__).resolve()))
 _COLS = ", ".join(COLUMNS)
-_ROW = f"({', '.join('?' for _ in COLUMNS)})"
-_INSERT = f"INSERT OR IGNORE INTO usage_records ({_COLS}) VALUES {_ROW}"
-_INSERT_MANY = (f"INSERT OR IGNORE INTO usage_records ({_COLS}) "
-                f"VALUES {', '.join([_ROW] * _ROWS_PER_INSERT)}")
-# sqlite3 binds exact ints, floats and strs directly; anything else, None and bool included,
-# first goes through its adapter lookup, which raises and catches two AttributeErrors when the
-# type has no adapter: ~3.3k instructions a value, against ~1.3k with one registered. These two
-# bind exactly what sqlite3 binds without them (bool as an integer, None as NULL); they are
-# process-wide, and this store is the gateway's only user of sqlite3.
-sqlite3.register_adapter(bool, int)
-sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))  # C, returns None
 _GROUPS: dict[str, str] = {
     "key": f"coalesce(key, '{NO_GROUP}')",
     "model": f"coalesce(model, '{NO_GROUP}')",
@@ -141,25 +132,27 @@ class SqliteStore:
         self.path = path
         self.busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
-        self._db: sqlite3.Connection | None = None  # reads and checkpoints: the worker thread
-        # Writes: the event loop's own thread, in slices. Handing each batch to a thread cost
-        # twice the CPU of the insert itself (measured: 22 against 9 µs a record), the GIL
-        # passing back and forth on every row while requests run.
-        self._writer: sqlite3.Connection | None = None
-        self._since_checkpoint = 0
+        self._db: sqlite3.Connection | None = None  # reads: the worker thread
+        self._writer: asyncio.subprocess.Process | None = None  # writes: sqlite_writer.py
+        self._writing = asyncio.Lock()  # one frame at a time on the writer's pipes
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path} {'open' if self._db is not None else 'closed'}>"
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's PID while it runs (None before the first write)."""
+        writer = self._writer
+        return writer.pid if writer is not None and writer.returncode is None else None
+
     async def open(self) -> None:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-sqlite")
-        await self._run(self._open)
+        await self._run(self._open)  # the schema is migrated here, before a writer starts
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
+        async with self._writing:  # a batch being written is finished first
+            await self._stop_writer()
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -171,28 +164,57 @@ class SqliteStore:
     async def write(self, records: Sequence[UsageRecord]) -> None:
         if not records:
             return
-        db = self._writer
-        if db is None or self._executor is None:
-            raise StoreError(f"SQLite {self.path}: the store is closed")
-        try:
-            db.execute("BEGIN")
+        async with self._writing:
+            if self._executor is None:
+                raise StoreError(f"SQLite {self.path}: the store is closed")
+            writer = self._writer
+            if writer is None or writer.returncode is not None:
+                # Started at the first write, so that readers (the CLI, the admin API) never
+                # start one; restarted when it has gone between two batches (it answered the
+                # last one, so that one is stored).
+                writer = await self._start_writer()
+            payload = marshal.dumps(list(map(astuple, records)))
+            assert writer.stdin is not None
             try:
-                for start in range(0, len(records), _WRITE_SLICE):
-                    if start:
-                        await asyncio.sleep(0)  # let requests run between slices
-                    _insert(db, records[start:start + _WRITE_SLICE])
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"SQLite {self.path}: {exc}") from exc
-        self._since_checkpoint += len(records)
-        if self._since_checkpoint >= _CHECKPOINT_EVERY:
-            # The write-ahead log is folded into the file off the loop (it syncs the disk).
-            self._since_checkpoint = 0
-            await self._run(self._checkpoint)
+                writer.stdin.write(HEADER.pack(len(payload)))
+                writer.stdin.write(payload)
+                await writer.stdin.drain()
+                error = await self._answer(writer)
+            except (OSError, RuntimeError, asyncio.IncompleteReadError) as exc:
+                # It went with this batch (uvloop raises RuntimeError on a closed pipe). The
+                # batch may be committed or not: it spills and is replayed, and the store skips
+                # what it holds.
+                await self._stop_writer()
+                raise StoreError(f"SQLite {self.path}: the writer process stopped ({exc!r})"
+                                 ) from None
+        if error:
+            raise StoreError(f"SQLite {self.path}: {error}")
+
+    async def _start_writer(self) -> asyncio.subprocess.Process:
+        writer = await asyncio.create_subprocess_exec(
+            *_WRITER, str(self.path), str(self.busy_timeout), ",".join(COLUMNS),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        try:
+            error = await asyncio.wait_for(self._answer(writer), _WRITER_START)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            error = f"the writer process did not start ({exc!r})"
+        if error:
+            await _stop(writer)
+            raise StoreError(f"SQLite {self.path}: {error}")
+        self._writer = writer
+        return writer
+
+    async def _stop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await _stop(writer)
+
+    @staticmethod
+    async def _answer(writer: asyncio.subprocess.Process) -> str:
+        """The writer's answer to the last frame: "" when done, else the error's text."""
+        assert writer.stdout is not None
+        (size,) = HEADER.unpack(await writer.stdout.readexactly(HEADER.size))
+        return (await writer.stdout.readexactly(size)).decode(errors="replace") if size else ""
 
     async def summary(self, start: float, end: float, group_by: GroupBy,
                       key: str | None = None, model: str | None = None,
@@ -273,22 +295,11 @@ class SqliteStore:
             self._db = db
         else:
             _migrate(self._db)
-        if self._writer is None:
-            # Not blocking the loop: a lock held elsewhere fails the batch at once (it spills
-            # and is written later) instead of waiting; checkpoints are left to the worker.
-            writer = sqlite3.connect(self.path, timeout=_WRITE_BUSY_TIMEOUT,
-                                     isolation_level=None, check_same_thread=False)
-            writer.execute("PRAGMA synchronous=NORMAL")
-            writer.execute("PRAGMA wal_autocheckpoint=0")
-            self._writer = writer
 
     def _close(self) -> None:
         db, self._db = self._db, None
         if db is not None:
             db.close()
-
-    def _checkpoint(self) -> None:
-        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _read(self, sql: str, args: list[object]) -> list[_Row]:
         rows: list[_Row] = self._conn().execute(sql, args).fetchall()
@@ -305,16 +316,16 @@ class SqliteStore:
             db.execute("COMMIT")
 
 
-def _insert(db: sqlite3.Connection, records: Sequence[UsageRecord]) -> None:
-    """Insert `records`, _ROWS_PER_INSERT to a statement, the rest one by one."""
-    whole = len(records) - len(records) % _ROWS_PER_INSERT
-    astuple = msgspec.structs.astuple
-    if whole:
-        db.executemany(_INSERT_MANY, (
-            tuple(chain.from_iterable(map(astuple, records[i:i + _ROWS_PER_INSERT])))
-            for i in range(0, whole, _ROWS_PER_INSERT)))
-    if whole < len(records):
-        db.executemany(_INSERT, map(astuple, records[whole:]))
+async def _stop(writer: asyncio.subprocess.Process) -> None:
+    """Close the writer's stdin, its signal to finish and exit; kill it if it does not."""
+    if writer.returncode is None:
+        assert writer.stdin is not None
+        writer.stdin.close()
+        try:
+            await asyncio.wait_for(writer.wait(), _WRITER_STOP)
+        except TimeoutError:
+            writer.kill()
+            await writer.wait()
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -107,6 +107,9 @@ def test_postgres_receives_every_record_through_an_outage(
 def test_sigterm_under_load_loses_no_record(tmp_path: Path, upstream: FakeOpenAI) -> None:
     upstream.behavior.first_byte_delay = 0.3
     gw = Gateway(tmp_path, config(upstream), GATEWAY_ENV).start()
+    r = httpx.post(f"{gw.url}/v1/chat/completions", headers={**AUTH, "x-request-id": "first"},
+                   json={"model": "m", "messages": HELLO}, timeout=10)
+    assert r.status_code == 200  # its record starts the writer
     answered: list[str] = []
     failed: list[str] = []
     lock = threading.Lock()
@@ -130,15 +133,43 @@ def test_sigterm_under_load_loses_no_record(tmp_path: Path, upstream: FakeOpenAI
     while len(upstream.requests) < 30 and time.monotonic() < deadline:
         time.sleep(0.01)  # until all 30 are in flight, waiting on the upstream
     assert gw.proc is not None
+    # As systemd stops a unit (and a terminal's Ctrl-C), the SQLite writer is signalled too;
+    # it must still take the gateway's last flush.
+    writer = gw.sqlite_writer()
     os.kill(gw.proc.pid, signal.SIGTERM)
+    os.kill(writer, signal.SIGTERM)
     for t in threads:
         t.join(15)
     assert gw.proc.wait(15) == 0
     assert answered, "no request was answered before the gateway stopped"
 
-    ids = set(stored_request_ids(gw.data_dir))
+    ids = set(stored_request_ids(gw.data_dir)) - {"first"}
     assert set(answered) <= ids, "an answered request has no usage record"
     assert len(ids) == 30 - len([f for f in failed if f not in ids])
+
+
+def test_a_killed_sqlite_writer_loses_no_record(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    gw = Gateway(tmp_path, config(upstream), GATEWAY_ENV).start()
+    answered: list[str] = []
+    try:
+        with httpx.Client(base_url=gw.url, headers=AUTH) as client:
+            def burst(n: int) -> None:
+                for _ in range(n):
+                    r = client.post("/v1/chat/completions", json={"model": "m",
+                                                                  "messages": HELLO})
+                    assert r.status_code == 200
+                    answered.append(r.headers["x-request-id"])
+            burst(30)
+            first = gw.sqlite_writer()
+            os.kill(first, signal.SIGKILL)
+            burst(30)  # callers must not notice
+            deadline = time.monotonic() + 10
+            while gw.sqlite_writer() == first and time.monotonic() < deadline:
+                burst(1)
+            assert gw.sqlite_writer() != first
+    finally:
+        gw.stop()
+    assert sorted(stored_request_ids(gw.data_dir)) == sorted(answered)
 
 
 def test_budget_totals_survive_a_restart(tmp_path: Path, upstream: FakeOpenAI) -> None:
@@ -177,9 +208,15 @@ def test_a_hard_kill_loses_at_most_the_last_flush_interval(tmp_path: Path,
             assert r.status_code == 200
             answered.append((time.monotonic(), r.headers["x-request-id"]))
     assert gw.proc is not None
+    writer = gw.sqlite_writer()
     os.kill(gw.proc.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     gw.proc.wait(10)
+    # Its input closed with the gateway, the writer exits by itself: no orphan.
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{writer}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{writer}").exists(), "the SQLite writer outlived the gateway"
 
     ids = set(stored_request_ids(gw.data_dir))
     lost = [(at, rid) for at, rid in answered if rid not in ids]

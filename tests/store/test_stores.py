@@ -4,7 +4,10 @@ the same scenarios; the outage and URL tests follow."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import signal
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +26,7 @@ from proxy.store import (
     UsageGroup,
     UsageStore,
     open_store,
+    sqlite_writer,
 )
 from proxy.store import postgres as pg_store
 from proxy.store import sqlite as sqlite_store
@@ -401,3 +405,86 @@ def test_unknown_urls_are_refused_without_their_password(url: str, tmp_path: Pat
 ])
 def test_redact_url(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
+
+
+# --- the SQLite writer process ----------------------------------------------------------------
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    """The process's arguments; [] once it has exited and been reaped."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return []
+
+
+async def test_sqlite_writer_starts_at_the_first_write_and_stops_at_close(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "usage.sqlite3")
+    await store.open()
+    try:
+        assert await store.count() == 0 and store.writer_pid is None  # readers start none
+        await store.write([A1])
+        pid = store.writer_pid
+        assert pid is not None
+        assert _cmdline(pid)[1:4] == [b"-I", b"-S", str(Path(sqlite_writer.__file__)).encode()]
+    finally:
+        await store.close()
+    assert store.writer_pid is None and not _cmdline(pid)
+
+
+async def test_sqlite_writer_gone_between_batches_is_replaced(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "usage.sqlite3")
+    await store.open()
+    try:
+        await store.write([A1])
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(500):  # until the loop has seen it exit
+            if store.writer_pid is None:
+                break
+            await asyncio.sleep(0.01)
+        await store.write([rec("late", T0 + 5)])
+        assert store.writer_pid not in (None, pid)
+        assert await store.count() == 2
+    finally:
+        await store.close()
+
+
+async def test_sqlite_writer_killed_mid_batch_fails_the_batch(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "usage.sqlite3")
+    await store.open()
+    try:
+        await store.write([A1])
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # the next batch is sent, never answered...
+        late = rec("late", T0 + 5)
+        write = asyncio.ensure_future(store.write([late]))
+        await asyncio.sleep(0.2)
+        assert not write.done()
+        os.kill(pid, signal.SIGKILL)  # ...and the writer dies with it
+        with pytest.raises(StoreError, match="the writer process stopped"):
+            await write
+        await store.write([late, A1])  # the spill's replay: A1 is already stored
+        assert store.writer_pid not in (None, pid)
+        assert await store.count() == 2
+    finally:
+        await store.close()
+
+
+async def test_sqlite_writer_ignores_sigterm_until_its_input_closes(tmp_path: Path) -> None:
+    # systemd and a terminal's Ctrl-C signal the whole process group: the gateway's last
+    # flush, after the signal, must still find its writer.
+    store = SqliteStore(tmp_path / "usage.sqlite3")
+    await store.open()
+    try:
+        await store.write([A1])
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        await store.write([rec("after", T0 + 6)])
+        assert store.writer_pid == pid and await store.count() == 2
+    finally:
+        await store.close()
