@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -209,8 +209,31 @@ def _chaos_verdicts(chaos: Chaos) -> list[Verdict]:
     return out
 
 
+_ENGINE = {SQLITE: "writer process", POSTGRES: "PostgreSQL server"}
+
+
+def _engine_us(usage: Usage, store: str, workload: str, cell: Cell) -> float | None:
+    """The store's own process (SQLite's writer, PostgreSQL's server) per request served."""
+    load = next((s for s in usage.stores if s.store == store and s.workload == workload), None)
+    if load is None or load.server_cpu_us_per_record is None or not cell.requests:
+        return None
+    return load.server_cpu_us_per_record * load.written / cell.requests
+
+
+def _shifted(cell: Cell, us: float) -> Cell:
+    """`cell` with `us` added to its CPU per request, in total and in every round."""
+    assert cell.proxy_cpu_us_per_req is not None
+    return replace(cell, proxy_cpu_us_per_req=cell.proxy_cpu_us_per_req + us,
+                   proxy_cpu_us_rounds=[r + us for r in cell.proxy_cpu_us_rounds])
+
+
 def _usage_verdicts(usage: Usage) -> list[Verdict]:
-    """Each store's gateway against the one with recording off, same turns; no record lost."""
+    """Each store's gateway against the one with recording off, same turns; no record lost.
+
+    The target is the gateway process's CPU. The lanes' CPU counts the gateway's process tree,
+    so the SQLite lane's holds its writer process: taken out for the target, by its CPU per
+    record over the phase. The store's own process (the writer, the PostgreSQL server) is then
+    added back for each store in a row of its own, reported without a target."""
     out = []
     for workload in ("non-stream", "stream-20"):
         off = _find(usage.cells, target=OFF, workload=workload)
@@ -218,8 +241,18 @@ def _usage_verdicts(usage: Usage) -> list[Verdict]:
             ours = _find(usage.cells, target=store, workload=workload)
             if off is None and ours is None:
                 continue
+            engine = None
+            if ours is not None and ours.proxy_cpu_us_per_req is not None:
+                engine = _engine_us(usage, store, workload, ours)
+            gateway = ours
+            if ours is not None and engine is not None and store == SQLITE:
+                gateway = _shifted(ours, -engine)
             metric = f"usage: CPU/request {workload} {store}/off"
-            out.append(_cpu_verdict(metric, off, ours, CPU_USAGE_MAX, "off"))
+            out.append(_cpu_verdict(metric, off, gateway, CPU_USAGE_MAX, "off"))
+            if gateway is not None and engine is not None:
+                both = _cpu_verdict(f"{metric}, with the {_ENGINE[store]}", off,
+                                    _shifted(gateway, engine), CPU_USAGE_MAX, "off")
+                out.append(replace(both, target="reported", met=None))
     for store in (SQLITE, POSTGRES):
         rows = [s for s in usage.stores if s.store == store]
         if rows:

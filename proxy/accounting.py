@@ -40,9 +40,14 @@ def _operation_of(path: str) -> str:
 
 def record_of(request: web.Request, rt: Runtime, status: int, error: str | None, ts: float,
               started: float, ended: float) -> UsageRecord:
-    ex: Exchange | None = request.get(EXCHANGE)
-    call: Call | None = request.get(CALL)
     latency = ended - started
+    try:
+        # Subscripts, not request.get: Mapping.get is one more Python frame a lookup, on every
+        # request. A request that made an Exchange made its Call before.
+        ex: Exchange | None = request[EXCHANGE]
+        call: Call | None = request[CALL]
+    except KeyError:
+        ex, call = None, request.get(CALL)
     if ex is None:
         caller: GatewayKey | None = request.get(CALLER)
         hit: CachedAnswer | None = request.get(CACHE_HIT)  # a hit makes no Exchange
@@ -63,7 +68,9 @@ def record_of(request: web.Request, rt: Runtime, status: int, error: str | None,
     if provider is not None and ex.usage is not None and status < 400:
         cost = rt.cost(provider, ex.target, ex.upstream_model, usage)
     ttft = (ex.first_byte - started) * 1000 if ex.first_byte is not None else None
-    overhead = max(latency - ex.upstream_wait - ex.body_wait, 0.0)
+    overhead = latency - ex.upstream_wait - ex.body_wait
+    if overhead < 0.0:  # not max(): ~480 instructions a call, its keyword parsing included
+        overhead = 0.0
     # Positional, in the record's field order: a fifth of the cost of keywords, once a request.
     return UsageRecord(
         ts, ex.request_id, ex.caller.name, call.dialect, call.operation, ex.requested_model,

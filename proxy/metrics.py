@@ -61,6 +61,9 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
                     0.25, 0.5)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
                    120.0)
+# The same bounds in milliseconds, the records' unit: no conversion per record.
+_LATENCY_MS = tuple(b * 1000 for b in LATENCY_BUCKETS)
+_OVERHEAD_MS = tuple(b * 1000 for b in OVERHEAD_BUCKETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +136,8 @@ class Snapshot:
 
 class _Row:
     """Everything one (dialect, model, provider) has done. Histogram buckets are per-bucket
-    counts (the last one is +Inf), made cumulative at scrape time."""
+    counts (the last one is +Inf), made cumulative at scrape time; sums are in milliseconds,
+    as records hold them, and exported in seconds."""
 
     __slots__ = ("cache_hits", "cost", "dur", "dur_sum", "over", "over_sum", "priced",
                  "requests", "tok_cached", "tok_in", "tok_out", "tok_reasoning", "ttft",
@@ -188,16 +192,16 @@ class Metrics:
         requests = row.requests
         status = rec.status
         requests[status] = requests.get(status, 0) + 1
-        seconds = rec.latency_ms * 0.001
-        row.dur[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        row.dur_sum += seconds
-        if rec.ttft_ms is not None:
-            seconds = rec.ttft_ms * 0.001
-            row.ttft[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-            row.ttft_sum += seconds
-        seconds = rec.overhead_ms * 0.001
-        row.over[bisect_left(OVERHEAD_BUCKETS, seconds)] += 1
-        row.over_sum += seconds
+        ms = rec.latency_ms
+        row.dur[bisect_left(_LATENCY_MS, ms)] += 1
+        row.dur_sum += ms
+        ttft = rec.ttft_ms
+        if ttft is not None:
+            row.ttft[bisect_left(_LATENCY_MS, ttft)] += 1
+            row.ttft_sum += ttft
+        ms = rec.overhead_ms
+        row.over[bisect_left(_OVERHEAD_MS, ms)] += 1
+        row.over_sum += ms
         row.tok_in += rec.input_tokens
         row.tok_out += rec.output_tokens
         row.tok_cached += rec.cached_tokens
@@ -336,13 +340,13 @@ def _request_families(rows: list[tuple[_RowKey, _Row]]) -> Iterator[Metric]:
         labels = [dialect, model, provider]
         for status, n in list(row.requests.items()):
             requests.add_metric([*labels, str(status)], n)
-        _add_histogram(duration, labels, LATENCY_BUCKETS, row.dur, row.dur_sum)
+        _add_histogram(duration, labels, LATENCY_BUCKETS, row.dur, row.dur_sum * 0.001)
         if any(row.ttft):  # only rows that streamed
-            _add_histogram(ttft, labels, LATENCY_BUCKETS, row.ttft, row.ttft_sum)
+            _add_histogram(ttft, labels, LATENCY_BUCKETS, row.ttft, row.ttft_sum * 0.001)
         counts = overhead.setdefault(dialect, [0] * len(row.over))
         for i, n in enumerate(row.over):
             counts[i] += n
-        overhead_sum[dialect] = overhead_sum.get(dialect, 0.0) + row.over_sum
+        overhead_sum[dialect] = overhead_sum.get(dialect, 0.0) + row.over_sum * 0.001
     yield requests
     yield duration
     yield ttft
