@@ -61,6 +61,16 @@ def metric(gw: Gateway, name: str) -> float:
                if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
+def burst(client: httpx.Client, n: int) -> list[str]:
+    """`n` chat calls, each answered 200; their request ids."""
+    ids = []
+    for _ in range(n):
+        r = client.post("/v1/chat/completions", json={"model": "m", "messages": HELLO})
+        assert r.status_code == 200
+        ids.append(r.headers["x-request-id"])
+    return ids
+
+
 @pytest.fixture
 def pg_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"usage_{request.node.name.lower()}"[:60]
@@ -75,19 +85,14 @@ def test_postgres_receives_every_record_through_an_outage(
     gw = Gateway(tmp_path, config(upstream, pg_url), GATEWAY_ENV).start()
     try:
         with httpx.Client(base_url=gw.url, headers=AUTH) as client:
-            def burst(n: int) -> None:
-                for _ in range(n):
-                    r = client.post("/v1/chat/completions", json={"model": "m",
-                                                                  "messages": HELLO})
-                    assert r.status_code == 200
-            burst(40)
+            burst(client, 40)
             postgres.stop()  # the store goes away mid-load; callers must not notice
-            burst(60)
+            burst(client, 60)
             time.sleep(0.3)
             assert metric(gw, "sluice_usage_records_spilled_total") > 0
             assert (gw.data_dir / "usage-spill.jsonl").exists()
             postgres.start()
-            burst(20)
+            burst(client, 20)
             deadline = time.monotonic() + 30  # the store is retried with backoff (<= 30 s)
             while count_in(pg_url, gw.data_dir) < 120 and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -153,19 +158,13 @@ def test_a_killed_sqlite_writer_loses_no_record(tmp_path: Path, upstream: FakeOp
     answered: list[str] = []
     try:
         with httpx.Client(base_url=gw.url, headers=AUTH) as client:
-            def burst(n: int) -> None:
-                for _ in range(n):
-                    r = client.post("/v1/chat/completions", json={"model": "m",
-                                                                  "messages": HELLO})
-                    assert r.status_code == 200
-                    answered.append(r.headers["x-request-id"])
-            burst(30)
+            answered += burst(client, 30)
             first = gw.sqlite_writer()
             os.kill(first, signal.SIGKILL)
-            burst(30)  # callers must not notice
+            answered += burst(client, 30)  # callers must not notice
             deadline = time.monotonic() + 10
             while gw.sqlite_writer() == first and time.monotonic() < deadline:
-                burst(1)
+                answered += burst(client, 1)
             assert gw.sqlite_writer() != first
     finally:
         gw.stop()

@@ -432,59 +432,55 @@ async def test_sqlite_writer_starts_at_the_first_write_and_stops_at_close(tmp_pa
     assert store.writer_pid is None and not _cmdline(pid)
 
 
-async def test_sqlite_writer_gone_between_batches_is_replaced(tmp_path: Path) -> None:
+@pytest.fixture
+async def writing(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, int]]:
+    """A SQLite store that has written A1, and its writer's PID."""
     store = SqliteStore(tmp_path / "usage.sqlite3")
     await store.open()
     try:
         await store.write([A1])
         pid = store.writer_pid
         assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        for _ in range(500):  # until the loop has seen it exit
-            if store.writer_pid is None:
-                break
-            await asyncio.sleep(0.01)
-        await store.write([rec("late", T0 + 5)])
-        assert store.writer_pid not in (None, pid)
-        assert await store.count() == 2
+        yield store, pid
     finally:
         await store.close()
 
 
-async def test_sqlite_writer_killed_mid_batch_fails_the_batch(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "usage.sqlite3")
-    await store.open()
-    try:
-        await store.write([A1])
-        pid = store.writer_pid
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)  # the next batch is sent, never answered...
-        late = rec("late", T0 + 5)
-        write = asyncio.ensure_future(store.write([late]))
-        await asyncio.sleep(0.2)
-        assert not write.done()
-        os.kill(pid, signal.SIGKILL)  # ...and the writer dies with it
-        with pytest.raises(StoreError, match="the writer process stopped"):
-            await write
-        await store.write([late, A1])  # the spill's replay: A1 is already stored
-        assert store.writer_pid not in (None, pid)
-        assert await store.count() == 2
-    finally:
-        await store.close()
+async def test_sqlite_writer_gone_between_batches_is_replaced(
+        writing: tuple[SqliteStore, int]) -> None:
+    store, pid = writing
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(500):  # until the loop has seen it exit
+        if store.writer_pid is None:
+            break
+        await asyncio.sleep(0.01)
+    await store.write([rec("late", T0 + 5)])
+    assert store.writer_pid not in (None, pid)
+    assert await store.count() == 2
 
 
-async def test_sqlite_writer_ignores_sigterm_until_its_input_closes(tmp_path: Path) -> None:
+async def test_sqlite_writer_killed_mid_batch_fails_the_batch(
+        writing: tuple[SqliteStore, int]) -> None:
+    store, pid = writing
+    os.kill(pid, signal.SIGSTOP)  # the next batch is sent, never answered...
+    late = rec("late", T0 + 5)
+    write = asyncio.ensure_future(store.write([late]))
+    await asyncio.sleep(0.2)
+    assert not write.done()
+    os.kill(pid, signal.SIGKILL)  # ...and the writer dies with it
+    with pytest.raises(StoreError, match="the writer process stopped"):
+        await write
+    await store.write([late, A1])  # the spill's replay: A1 is already stored
+    assert store.writer_pid not in (None, pid)
+    assert await store.count() == 2
+
+
+async def test_sqlite_writer_ignores_sigterm_until_its_input_closes(
+        writing: tuple[SqliteStore, int]) -> None:
     # systemd and a terminal's Ctrl-C signal the whole process group: the gateway's last
     # flush, after the signal, must still find its writer.
-    store = SqliteStore(tmp_path / "usage.sqlite3")
-    await store.open()
-    try:
-        await store.write([A1])
-        pid = store.writer_pid
-        assert pid is not None
-        os.kill(pid, signal.SIGTERM)
-        os.kill(pid, signal.SIGINT)
-        await store.write([rec("after", T0 + 6)])
-        assert store.writer_pid == pid and await store.count() == 2
-    finally:
-        await store.close()
+    store, pid = writing
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    await store.write([rec("after", T0 + 6)])
+    assert store.writer_pid == pid and await store.count() == 2
