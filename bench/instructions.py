@@ -11,8 +11,9 @@ installed). Each lane's figure is its server process's own; the instructions of 
 (the SQLite writer process) are counted beside, and the PostgreSQL server's not at all.
 Kernel time (writes, fsync) is not counted: callgrind sees user-space instructions only.
 
-Run: `python -m bench.instructions [--few 200] [--many 1200]` (about two minutes; needs
-valgrind). Network traffic stays on 127.0.0.1; every server is stopped by its PID.
+Run: `python -m bench.instructions [--few 200] [--many 1200] [--workload stream-20]` (about
+five minutes; needs valgrind). Network traffic stays on 127.0.0.1; every server is stopped by
+its PID.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ import httpx
 
 from bench.procs import free_port
 
-_BODY = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
+_BODIES = {
+    "non-stream": {"model": "m", "messages": [{"role": "user", "content": "hello there"}]},
+    # bench.upstream answers 20 chunks and, as asked, the usage chunk.
+    "stream-20": {"model": "m", "messages": [{"role": "user", "content": "hello there"}],
+                  "stream": True, "stream_options": {"include_usage": True}},
+}
 _READY_S = 120.0
 _UPSTREAM_KEY = "sk-bench-instructions"
 
@@ -88,7 +94,7 @@ def _postgres(stack: ExitStack) -> str | None:
 
 
 def _count(name: str, argv: list[str], env: dict[str, str], path: str, requests: int,
-           tmp: Path) -> tuple[int, int]:
+           tmp: Path, body: dict[str, object]) -> tuple[int, int]:
     """The instructions of the server's process, and of its children (the SQLite writer)."""
     port = free_port()
     stem = f"callgrind-{name.replace(' ', '_').replace(',', '')}-{requests}"
@@ -105,14 +111,14 @@ def _count(name: str, argv: list[str], env: dict[str, str], path: str, requests:
         with httpx.Client(base_url=url, timeout=30) as client:
             while True:
                 try:
-                    client.post(path, json=_BODY)
+                    client.post(path, json=body)
                     break
                 except httpx.TransportError:
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise RuntimeError(f"{name} did not start; see {log.name}") from None
                     time.sleep(0.5)
             for _ in range(requests - 1):
-                if client.post(path, json=_BODY).status_code != 200:
+                if client.post(path, json=body).status_code != 200:
                     raise RuntimeError(f"{name}: a request failed; see {log.name}")
         time.sleep(0.5)
     finally:
@@ -137,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--few", type=int, default=200)
     p.add_argument("--many", type=int, default=1200)
+    p.add_argument("--workload", choices=sorted(_BODIES), default="non-stream")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sluice-instr-") as tmpdir, ExitStack() as stack:
         tmp = Path(tmpdir)
@@ -155,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             jobs = [(name, n) for name in lanes for n in (args.few, args.many)]
             with ThreadPoolExecutor(max_workers=2) as pool:  # callgrind is single-threaded
                 totals = dict(zip(jobs, pool.map(
-                    lambda job: _count(job[0], *lanes[job[0]], job[1], tmp), jobs),
+                    lambda job: _count(job[0], *lanes[job[0]], job[1], tmp,
+                                       _BODIES[args.workload]), jobs),
                     strict=True))
         finally:
             upstream.terminate()
@@ -167,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     per = {name: per_request(name, 0) for name in lanes}
     writer = {name: per_request(name, 1) for name in lanes}
     base = per["baseline"]
-    print(f"Instructions per non-stream request (callgrind, {args.many} - {args.few} "
+    print(f"Instructions per {args.workload} request (callgrind, {args.many} - {args.few} "
           "sequential requests; user space only)")
     print(f"{'lane':20s} {'instructions':>14s} {'vs baseline':>12s} {'+ writer process':>17s}")
     for name, value in per.items():
