@@ -126,12 +126,11 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def child_running(pid: int, script: str) -> int | None:
-    """The PID of a descendant of `pid` with an argument ending in `script`, if there is one."""
+def child_running(pid: int, arg: str) -> int | None:
+    """The PID of a descendant of `pid` with `arg` among its arguments, if there is one."""
     for p in _tree(pid)[1:]:
         with contextlib.suppress(OSError):
-            args = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
-            if any(a.endswith(script.encode()) for a in args):
+            if arg.encode() in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0"):
                 return p
     return None
 

@@ -39,7 +39,7 @@ from bench.usage_report import OFF, POSTGRES, SQLITE, StoreCapacity, StoreLoad, 
 from bench.workloads import MODEL, WORKLOADS, Workload
 from proxy.records import UsageRecord
 from proxy.store import UsageStore, open_store
-from proxy.store.sqlite import SqliteStore
+from proxy.store.sqlite import WRITER_SCRIPT, SqliteStore
 
 if TYPE_CHECKING:
     from bench.procs import Proc
@@ -117,7 +117,7 @@ class _Watch:
         the counters (the warm-up's records are written by then); a thread samples the queue."""
         if self.before is None:
             if self.target.name == SQLITE and self.target.proc is not None:
-                self.server = child_running(self.target.proc.pid, _SQLITE_WRITER)
+                self.server = child_running(self.target.proc.pid, WRITER_SCRIPT)
             self.before = _counters(self.target.port)
             self.server_cpu = cpu_seconds(self.server) if self.server else 0.0
         stop = threading.Event()
@@ -204,9 +204,6 @@ def _gateways(
         else:
             live.append(target)
     return live
-
-
-_SQLITE_WRITER = "/proxy/store/sqlite_writer.py"
 
 
 def _records(tag: str, n: int) -> list[UsageRecord]:

@@ -18,6 +18,8 @@ from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from proxy.store.sqlite import WRITER_SCRIPT
+
 T = TypeVar("T")
 
 # Every environment variable that would switch a real provider on in the embedded default;
@@ -137,7 +139,7 @@ class Gateway:
                 for pid in (task / "children").read_text().split():
                     with contextlib.suppress(OSError):
                         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                        if any(a.endswith(b"/proxy/store/sqlite_writer.py") for a in args):
+                        if WRITER_SCRIPT.encode() in args:
                             return int(pid)
             time.sleep(0.05)
         raise AssertionError(f"no SQLite writer process under the gateway in {timeout} s")

@@ -27,7 +27,7 @@ from proxy.records import COLUMNS, UsageRecord
 from proxy.store import NO_GROUP, GroupBy, StoreError, Totals, TotalsBy, UsageGroup, sqlite_writer
 from proxy.store.sqlite_writer import HEADER
 
-__all__ = ["MIGRATIONS", "SqliteStore"]
+__all__ = ["MIGRATIONS", "WRITER_SCRIPT", "SqliteStore"]
 
 T = TypeVar("T")
 _Row = tuple[Any, ...]  # sqlite3's rows: the column types are the schema's
@@ -81,7 +81,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 # Isolated (-I: no PYTHON* variables, no user site) and without site-packages (-S): the
 # writer needs only the standard library.
-_WRITER = (sys.executable, "-I", "-S", str(Path(sqlite_writer.__file__).resolve()))
+WRITER_SCRIPT = str(Path(sqlite_writer.__file__).resolve())
+_WRITER = (sys.executable, "-I", "-S", WRITER_SCRIPT)
 _COLS = ", ".join(COLUMNS)
 _GROUPS: dict[str, str] = {
     "key": f"coalesce(key, '{NO_GROUP}')",

@@ -26,12 +26,11 @@ from proxy.store import (
     UsageGroup,
     UsageStore,
     open_store,
-    sqlite_writer,
 )
 from proxy.store import postgres as pg_store
 from proxy.store import sqlite as sqlite_store
 from proxy.store.postgres import PostgresStore
-from proxy.store.sqlite import SqliteStore
+from proxy.store.sqlite import WRITER_SCRIPT, SqliteStore
 from tests.harness import closed_port
 from tests.services.postgres import PostgresServer
 
@@ -426,7 +425,7 @@ async def test_sqlite_writer_starts_at_the_first_write_and_stops_at_close(tmp_pa
         await store.write([A1])
         pid = store.writer_pid
         assert pid is not None
-        assert _cmdline(pid)[1:4] == [b"-I", b"-S", str(Path(sqlite_writer.__file__)).encode()]
+        assert _cmdline(pid)[1:4] == [b"-I", b"-S", WRITER_SCRIPT.encode()]
     finally:
         await store.close()
     assert store.writer_pid is None and not _cmdline(pid)
