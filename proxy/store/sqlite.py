@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import marshal
+import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -132,6 +133,7 @@ class SqliteStore:
     def __init__(self, path: Path, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self._absolute = os.path.abspath(path)  # for the writer, whatever its cwd
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None  # reads: the worker thread
         self._writer: asyncio.subprocess.Process | None = None  # writes: sqlite_writer.py
@@ -193,7 +195,7 @@ class SqliteStore:
 
     async def _start_writer(self) -> asyncio.subprocess.Process:
         writer = await asyncio.create_subprocess_exec(
-            *_WRITER, str(self.path), str(self.busy_timeout), ",".join(COLUMNS),
+            *_WRITER, self._absolute, str(self.busy_timeout), ",".join(COLUMNS),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         try:
             error = await asyncio.wait_for(self._answer(writer), _WRITER_START)
