@@ -21,13 +21,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -41,6 +44,10 @@ _BODIES = {
                   "stream": True, "stream_options": {"include_usage": True}},
 }
 _READY_S = 120.0
+_ROOT = Path(__file__).resolve().parent.parent
+# The lanes: the naive pass-through, and Sluice with usage off, in SQLite, in PostgreSQL.
+BASELINE, OFF, SQLITE, POSTGRES = "baseline", "sluice, usage off", "sluice", "sluice, postgresql"
+LANES = (BASELINE, OFF, SQLITE, POSTGRES)
 _UPSTREAM_KEY = "sk-bench-instructions"
 
 
@@ -60,10 +67,9 @@ def _lanes(upstream: int, tmp: Path, pg_url: str | None
     # Under load the writer takes ~1000 records a flush; at callgrind's pace a 200 ms flush
     # would take a few, and charge each a whole commit. One flush at the end is the loaded case.
     batched = "flush_interval: 10m, batch_max: 2000"
-    lanes_extra = [("sluice, usage off", "usage: {store: none}\n"),
-                   ("sluice", f"usage: {{{batched}}}\n")]
+    lanes_extra = [(OFF, "usage: {store: none}\n"), (SQLITE, f"usage: {{{batched}}}\n")]
     if pg_url is not None:
-        lanes_extra.append(("sluice, postgresql", f"usage: {{store: \"{pg_url}\", {batched}}}\n"))
+        lanes_extra.append((POSTGRES, f"usage: {{store: \"{pg_url}\", {batched}}}\n"))
     for name, extra in lanes_extra:
         config = tmp / f"{name.replace(' ', '_').replace(',', '')}.yaml"
         config.write_text(_sluice_config(upstream, 0, extra))
@@ -71,7 +77,7 @@ def _lanes(upstream: int, tmp: Path, pg_url: str | None
                        {"BENCH_UPSTREAM_KEY": _UPSTREAM_KEY,
                         "SLUICE_DATA_DIR": str(tmp / f"{config.stem}.data")},
                        "/v1/chat/completions")
-    lanes["baseline"] = (["-m", "bench.baseline_proxy", "--port", "{port}", "--upstream",
+    lanes[BASELINE] = (["-m", "bench.baseline_proxy", "--port", "{port}", "--upstream",
                           f"http://127.0.0.1:{upstream}"], {}, "/v1/chat/completions")
     return lanes
 
@@ -104,7 +110,7 @@ def _count(name: str, argv: list[str], env: dict[str, str], path: str, requests:
     log = (tmp / f"{stem}.log").open("w")
     proc = subprocess.Popen(cmd, env={**os.environ, **env, "PYTHONHASHSEED": "0"},
                             stdout=log, stderr=subprocess.STDOUT,
-                            cwd=Path(__file__).resolve().parent.parent)
+                            cwd=_ROOT)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + _READY_S
@@ -139,55 +145,75 @@ def _count(name: str, argv: list[str], env: dict[str, str], path: str, requests:
     return own, children
 
 
+@dataclass
+class Counted:
+    """One lane's user-space instructions per request: its server process's own, and its
+    children's (the SQLite writer process)."""
+
+    lane: str
+    workload: str
+    own: float
+    children: float
+
+
+def available() -> bool:
+    return shutil.which("valgrind") is not None
+
+
+def count(workload: str, pg_url: str | None, lanes: Sequence[str] = LANES, few: int = 200,
+          many: int = 1200) -> list[Counted]:
+    """Count `lanes` (those of LANES; the PostgreSQL one needs `pg_url`) under `workload`."""
+    with tempfile.TemporaryDirectory(prefix="sluice-instr-") as tmpdir:
+        tmp = Path(tmpdir)
+        up_port = free_port()
+        upstream = subprocess.Popen([sys.executable, "-m", "bench.upstream", "--port",
+                                     str(up_port)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, cwd=_ROOT)
+        try:
+            # Compiled bytecode first, so that no run pays for writing .pyc files.
+            subprocess.run([sys.executable, "-c", "import proxy.lifecycle, proxy.store.sqlite, "
+                            "bench.baseline_proxy"], check=True, cwd=_ROOT)
+            time.sleep(1.0)
+            every = _lanes(up_port, tmp, pg_url)
+            chosen = {name: every[name] for name in lanes if name in every}
+            jobs = [(name, n) for name in chosen for n in (few, many)]
+            with ThreadPoolExecutor(max_workers=2) as pool:  # callgrind is single-threaded
+                totals = dict(zip(jobs, pool.map(
+                    lambda job: _count(job[0], *chosen[job[0]], job[1], tmp, _BODIES[workload]),
+                    jobs), strict=True))
+        finally:
+            upstream.terminate()
+            upstream.wait(10)
+    return [Counted(name, workload,
+                    (totals[(name, many)][0] - totals[(name, few)][0]) / (many - few),
+                    (totals[(name, many)][1] - totals[(name, few)][1]) / (many - few))
+            for name in chosen]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--few", type=int, default=200)
     p.add_argument("--many", type=int, default=1200)
     p.add_argument("--workload", choices=sorted(_BODIES), default="non-stream")
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="sluice-instr-") as tmpdir, ExitStack() as stack:
-        tmp = Path(tmpdir)
-        up_port = free_port()
-        upstream = subprocess.Popen([sys.executable, "-m", "bench.upstream", "--port",
-                                     str(up_port)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL,
-                                    cwd=Path(__file__).resolve().parent.parent)
-        try:
-            # Compiled bytecode first, so that no run pays for writing .pyc files.
-            subprocess.run([sys.executable, "-c", "import proxy.lifecycle, proxy.store.sqlite, "
-                            "bench.baseline_proxy"], check=True,
-                           cwd=Path(__file__).resolve().parent.parent)
-            time.sleep(1.0)
-            lanes = _lanes(up_port, tmp, _postgres(stack))
-            jobs = [(name, n) for name in lanes for n in (args.few, args.many)]
-            with ThreadPoolExecutor(max_workers=2) as pool:  # callgrind is single-threaded
-                totals = dict(zip(jobs, pool.map(
-                    lambda job: _count(job[0], *lanes[job[0]], job[1], tmp,
-                                       _BODIES[args.workload]), jobs),
-                    strict=True))
-        finally:
-            upstream.terminate()
-            upstream.wait(10)
-    def per_request(name: str, which: int) -> float:
-        many, few = totals[(name, args.many)][which], totals[(name, args.few)][which]
-        return (many - few) / (args.many - args.few)
-
-    per = {name: per_request(name, 0) for name in lanes}
-    writer = {name: per_request(name, 1) for name in lanes}
-    base = per["baseline"]
+    with ExitStack() as stack:
+        counted = {c.lane: c for c in count(args.workload, _postgres(stack), few=args.few,
+                                            many=args.many)}
+    base = counted[BASELINE].own
     print(f"Instructions per {args.workload} request (callgrind, {args.many} - {args.few} "
           "sequential requests; user space only)")
     print(f"{'lane':20s} {'instructions':>14s} {'vs baseline':>12s} {'+ writer process':>17s}")
-    for name, value in per.items():
-        print(f"{name:20s} {value:14,.0f} {value / base:11.2f}x {writer[name]:17,.0f}")
-    off = per["sluice, usage off"]
-    for name in ("sluice", "sluice, postgresql"):
-        if name in per:
-            print(f"usage recording on vs off ({name}): {per[name] / off:.3f}x "
-                  f"({per[name] - off:,.0f} instructions a request)")
-    if writer["sluice"]:
-        total = per["sluice"] + writer["sluice"]
-        print(f"usage recording on vs off (sluice, counting its SQLite writer process too): "
+    for c in counted.values():
+        print(f"{c.lane:20s} {c.own:14,.0f} {c.own / base:11.2f}x {c.children:17,.0f}")
+    off = counted[OFF].own
+    for name in (SQLITE, POSTGRES):
+        if name in counted:
+            own = counted[name].own
+            print(f"usage recording on vs off ({name}): {own / off:.3f}x "
+                  f"({own - off:,.0f} instructions a request)")
+    if counted[SQLITE].children:
+        total = counted[SQLITE].own + counted[SQLITE].children
+        print(f"usage recording on vs off ({SQLITE}, counting its SQLite writer process too): "
               f"{total / off:.3f}x ({total - off:,.0f} instructions a request)")
     return 0
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
+from bench import instructions
 from bench.client import check
 from bench.phases import Lane, Plan, load_phase
 from bench.procs import child_running, cpu_seconds
@@ -57,6 +58,7 @@ _SETTLE_S = 0.8
 _CAPACITY_RECORDS = 20_000
 _CAPACITY_BATCH = 500
 _CAPACITY_DATABASE = "sluice_bench_capacity"
+_INSTRUCTIONS_DATABASE = "usage_instructions"
 _COUNTERS = ("written", "spilled", "dropped")
 _QUEUE_DEPTH = "sluice_usage_queue_depth"
 
@@ -308,4 +310,12 @@ def usage_phase(plan: Plan, log: Callable[[str], None]) -> tuple[Usage, list[str
         if pg is not None:
             url = pg.create_database(_CAPACITY_DATABASE)
             usage.capacity.append(_capacity(POSTGRES, url, plan.tmp, _pg_pid(pg)))
+        if instructions.available():
+            url = pg.create_database(_INSTRUCTIONS_DATABASE) if pg is not None else None
+            for workload in WORKLOADS:
+                log(f"usage: instructions per {workload.name} request (callgrind)")
+                usage.instructions += instructions.count(workload.name, url, lanes=(
+                    instructions.OFF, instructions.SQLITE, instructions.POSTGRES))
+        else:
+            notes.append("usage: valgrind is not installed, so no instruction counts")
     return usage, notes

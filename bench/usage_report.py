@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from bench.tables import fmt, table
 
 if TYPE_CHECKING:  # bench.report imports this module
+    from bench.instructions import Counted
     from bench.report import Cell
 
 __all__ = ["OFF", "POSTGRES", "SQLITE", "StoreCapacity", "StoreLoad", "Usage", "render_usage"]
@@ -59,6 +60,8 @@ class Usage:
     cells: list[Cell] = field(default_factory=list)  # target: off | sqlite | postgresql
     stores: list[StoreLoad] = field(default_factory=list)
     capacity: list[StoreCapacity] = field(default_factory=list)
+    # bench.instructions' lanes off, sluice (SQLite) and sluice, postgresql, per workload.
+    instructions: list[Counted] = field(default_factory=list)
     postgres: str = ""  # the server's version, or why its lane was skipped
     settings: dict[str, object] = field(default_factory=dict)
 
@@ -102,6 +105,12 @@ def _capacity_table(capacity: list[StoreCapacity]) -> str:
     return table(headers, rows)
 
 
+def _instructions_table(counted: list[Counted]) -> str:
+    headers = ["workload", "lane", "gateway process", "its writer process"]
+    rows = [[c.workload, c.lane, fmt(c.own, 0), fmt(c.children, 0)] for c in counted]
+    return table(headers, rows)
+
+
 def render_usage(usage: Usage) -> list[str]:
     s = usage.settings
     parts = [
@@ -118,6 +127,13 @@ def render_usage(usage: Usage) -> list[str]:
             f"workload, and every {s.get('sample_interval_s', '?')} s during its rounds; "
             "written/s over the lane's time under load)",
             _stores_table(usage.stores),
+        ]
+    if usage.instructions:
+        parts += [
+            "",
+            "Instructions per request (callgrind, user space, sequential requests: "
+            "bench.instructions; what decides the usage target, its rounds repeating to 0.3%)",
+            _instructions_table(usage.instructions),
         ]
     if usage.capacity:
         parts += [
