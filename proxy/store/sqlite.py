@@ -80,9 +80,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
+WRITER_SCRIPT = str(Path(sqlite_writer.__file__).resolve())  # run as a script, by its path
 # Isolated (-I: no PYTHON* variables, no user site) and without site-packages (-S): the
 # writer needs only the standard library.
-WRITER_SCRIPT = str(Path(sqlite_writer.__file__).resolve())
 _WRITER = (sys.executable, "-I", "-S", WRITER_SCRIPT)
 _COLS = ", ".join(COLUMNS)
 _GROUPS: dict[str, str] = {
