@@ -255,10 +255,11 @@ def _instruction_verdicts(usage: Usage) -> list[Verdict]:
 def _usage_verdicts(usage: Usage) -> list[Verdict]:
     """Each store's gateway against the one with recording off, same turns; no record lost.
 
-    The target is the gateway process's CPU. The lanes' CPU counts the gateway's process tree,
-    so the SQLite lane's holds its writer process: taken out for the target, by its CPU per
-    record over the phase. The store's own process (the writer, the PostgreSQL server) is then
-    added back for each store in a row of its own, reported without a target."""
+    The target is the gateway process's cost: by instruction count when valgrind was there (CPU
+    time then reported beside), else by CPU time. The lanes' CPU counts the gateway's process
+    tree, so the SQLite lane's holds its writer process: taken out, by its CPU per record over
+    the phase. The store's own process (the writer, the PostgreSQL server) is then added back
+    for each store in a row of its own, reported without a target."""
     out = _instruction_verdicts(usage)
     counted = bool(out)
     for workload in ("non-stream", "stream-20"):
