@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.procs import free_port
+from bench.procs import free_port, private_postgres
 
 _BODIES = {
     "non-stream": {"model": "m", "messages": [{"role": "user", "content": "hello there"}]},
@@ -80,23 +80,6 @@ def _lanes(upstream: int, tmp: Path, pg_url: str | None
     lanes[BASELINE] = (["-m", "bench.baseline_proxy", "--port", "{port}", "--upstream",
                           f"http://127.0.0.1:{upstream}"], {}, "/v1/chat/completions")
     return lanes
-
-
-def _postgres(stack: ExitStack) -> str | None:
-    """A private PostgreSQL server's URL, stopped on the way out; None when there is none."""
-    try:
-        from tests.services.postgres import PostgresNotInstalled, PostgresServer
-    except ImportError as e:
-        print(f"the postgresql lane is skipped: {e}", file=sys.stderr)
-        return None
-    try:
-        server = PostgresServer()
-    except PostgresNotInstalled as e:
-        print(f"the postgresql lane is skipped: {e}", file=sys.stderr)
-        return None
-    stack.callback(server.close)
-    server.start()
-    return server.url
 
 
 def _count(name: str, argv: list[str], env: dict[str, str], path: str, requests: int,
@@ -197,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workload", choices=sorted(_BODIES), default="non-stream")
     args = p.parse_args(argv)
     with ExitStack() as stack:
-        counted = {c.lane: c for c in count(args.workload, _postgres(stack), few=args.few,
+        server, about = private_postgres(stack)
+        if server is None:
+            print(f"the postgresql lane is {about}", file=sys.stderr)
+        url = server.url if server is not None else None
+        counted = {c.lane: c for c in count(args.workload, url, few=args.few,
                                             many=args.many)}
     base = counted[BASELINE].own
     print(f"Instructions per {args.workload} request (callgrind, {args.many} - {args.few} "

@@ -8,8 +8,13 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.services.postgres import PostgresServer
 
 __all__ = [
     "Proc",
@@ -184,3 +189,22 @@ def listen_overflows() -> int:
             if keys.startswith("TcpExt:"):
                 return int(dict(zip(keys.split(), values.split(), strict=True))["ListenOverflows"])
     return 0
+
+
+def private_postgres(stack: ExitStack) -> tuple[PostgresServer | None, str]:
+    """A private PostgreSQL server, stopped by its own close() on the way out; or None and why
+    not. (Imported here: the tests package is needed only for this lane.)"""
+    try:
+        from tests.services.postgres import PostgresNotInstalled, PostgresServer
+    except ImportError as e:
+        return None, f"skipped: tests.services.postgres cannot be imported ({e})"
+    try:
+        server = PostgresServer()
+    except PostgresNotInstalled as e:
+        return None, f"skipped: {e}"
+    stack.callback(server.close)
+    try:
+        server.start()
+    except (RuntimeError, OSError) as e:
+        return None, f"skipped: the server did not start: {str(e)[:500]}"
+    return server, f"PostgreSQL {server.bin_dir.parent.name}, private server, fsync off"

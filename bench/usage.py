@@ -32,7 +32,7 @@ import uvloop
 from bench import instructions
 from bench.client import check
 from bench.phases import Lane, Plan, load_phase
-from bench.procs import child_running, cpu_seconds
+from bench.procs import child_running, cpu_seconds, private_postgres
 from bench.report import Cell
 from bench.targets import UPSTREAM_KEY_REF, Target, start_gateway, start_upstream
 from bench.upstream import CHUNKS
@@ -165,25 +165,6 @@ class _Watch:
         )
 
 
-def _postgres(stack: ExitStack) -> tuple[PostgresServer | None, str]:
-    """A private PostgreSQL server, stopped by its own close() on the way out; or None and why
-    not. (Imported here: the tests package is needed only for this lane.)"""
-    try:
-        from tests.services.postgres import PostgresNotInstalled, PostgresServer
-    except ImportError as e:
-        return None, f"skipped: tests.services.postgres cannot be imported ({e})"
-    try:
-        server = PostgresServer()
-    except PostgresNotInstalled as e:
-        return None, f"skipped: {e}"
-    stack.callback(server.close)
-    try:
-        server.start()
-    except (RuntimeError, OSError) as e:
-        return None, f"skipped: the server did not start: {str(e)[:500]}"
-    return server, f"PostgreSQL {server.bin_dir.parent.name}, private server, fsync off"
-
-
 def _gateways(
     stack: ExitStack, plan: Plan, upstream: int, pg_url: str | None, notes: list[str]
 ) -> list[Target]:
@@ -292,7 +273,7 @@ def usage_phase(plan: Plan, log: Callable[[str], None]) -> tuple[Usage, list[str
                             "capacity_batch": _CAPACITY_BATCH})
     with ExitStack() as stack:
         log("usage: starting PostgreSQL")
-        pg, usage.postgres = _postgres(stack)
+        pg, usage.postgres = private_postgres(stack)
         if pg is None:
             notes.append(f"usage: the postgresql lane is {usage.postgres}")
         direct, upstream = start_upstream(stack, plan.tmp, "usage-upstream")

@@ -27,7 +27,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import (
@@ -296,20 +296,24 @@ class _Export(Collector):
         return self._metrics.collect()
 
 
-def _counter(name: str, samples: Iterable[tuple[list[str], float]] = ()) -> CounterMetricFamily:
+_Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
+
+
+def _family(kind: type[_Family], name: str,
+            samples: Iterable[tuple[list[str], float]]) -> _Family:
     spec = METRICS[name]
-    family = CounterMetricFamily(name, spec.help, labels=list(spec.labels))
+    family = kind(name, spec.help, labels=list(spec.labels))
     for labels, value in samples:
         family.add_metric(labels, value)
     return family
+
+
+def _counter(name: str, samples: Iterable[tuple[list[str], float]] = ()) -> CounterMetricFamily:
+    return _family(CounterMetricFamily, name, samples)
 
 
 def _gauge(name: str, samples: Iterable[tuple[list[str], float]] = ()) -> GaugeMetricFamily:
-    spec = METRICS[name]
-    family = GaugeMetricFamily(name, spec.help, labels=list(spec.labels))
-    for labels, value in samples:
-        family.add_metric(labels, value)
-    return family
+    return _family(GaugeMetricFamily, name, samples)
 
 
 def _histogram(name: str) -> HistogramMetricFamily:
